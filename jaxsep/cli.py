@@ -1,0 +1,150 @@
+"""`jaxsep` command line: parses arguments, calls the library, nothing else.
+
+Every command exits 0 on success and 2 with one line on stderr for bad input (a JaxsepError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from jaxsep.errors import JaxsepError
+
+NOT_BUILT = {
+    "separate": "separation is not built yet: it lands with the first separation model",
+    "evaluate": "model evaluation is not built yet: it lands with the first separation model",
+    "convert": "checkpoint converters are not built yet: they land with their models",
+    "bench": "the JAX vs PyTorch benchmark harness is not built yet",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # noqa: D401
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxsep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("synth", help="generate a synthetic multi-stem corpus in MUSDB18-HQ layout")
+    p.add_argument("out", type=Path, help="output root (train/ and test/ are created inside)")
+    p.add_argument("--songs", type=int, default=8, help="number of songs (pop) or chorales")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each song in seconds")
+    p.add_argument("--domain", choices=("pop", "chorale"), default="pop")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="rendering processes")
+    p.add_argument("--test-fraction", type=float, default=0.25)
+
+    p = sub.add_parser("train", help="train a model from a config file")
+    p.add_argument("--config", required=True, help="configs/NAME.py[:variant]")
+    p.add_argument("--workdir", required=True, type=Path)
+    p.add_argument(
+        "--data", type=Path, default=None, help="dataset root (overrides config.data.root)"
+    )
+    p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize()")
+
+    p = sub.add_parser("separate", help="separate audio files with a trained model")
+    p.add_argument("tracks", nargs="+", type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("-o", "--out", type=Path, default=Path("separated"))
+    p.add_argument("--segment", type=float, default=None)
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None)
+
+    p = sub.add_parser("evaluate", help="BSSEval v4 scores of a model on a dataset")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--split", default="test")
+    p.add_argument("-o", "--out", type=Path, default=None)
+
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint to a jaxsep model directory")
+    p.add_argument("kind", choices=("jukebox", "xumx", "umx", "vggish", "chimera"))
+    p.add_argument("src", type=Path)
+    p.add_argument("out", type=Path)
+
+    p = sub.add_parser("bench", help="JAX vs PyTorch throughput benchmark")
+    p.add_argument(
+        "model", choices=("xumx", "umx", "chimera", "vqvae", "vggish", "pipeline", "all")
+    )
+    p.add_argument("--framework", default="jax,torch")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("-o", "--out", type=Path, default=None)
+
+    p = sub.add_parser("demo", help="the main job on an embedded default corpus")
+    p.add_argument("--workdir", type=Path, default=Path("demo_run"))
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's)")
+    return parser
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.command in NOT_BUILT:
+        raise JaxsepError(NOT_BUILT[args.command])
+    if args.command == "synth":
+        from jaxsep.data.synth import synthesize_corpus
+
+        stats = synthesize_corpus(
+            args.out,
+            songs=args.songs,
+            seconds=args.seconds,
+            domain=args.domain,
+            seed=args.seed,
+            workers=args.workers,
+            test_fraction=args.test_fraction,
+        )
+        print(
+            f"wrote {stats['songs']} {args.domain} songs ({stats['audio_seconds']:.0f} s of audio) "
+            f"to {args.out} in {stats['wall_seconds']:.1f} s"
+        )
+        return 0
+    if args.command == "train":
+        from jaxsep.config import load_config
+
+        bad = [e for e in extra if not e.startswith("--config.")]
+        if bad:
+            raise JaxsepError(f"train: unrecognized arguments: {' '.join(bad)}")
+        config = load_config(args.config, extra)
+        from jaxsep.train.mesh import maybe_initialize_distributed
+
+        maybe_initialize_distributed(args.distributed)
+        if args.data is not None:
+            config.data.root = str(args.data)
+        from jaxsep.recipes import train_recipe
+
+        train_recipe(config, args.workdir)
+        return 0
+    if args.command == "demo":
+        from jaxsep.demo import run_demo
+
+        report = run_demo(args.workdir, steps=args.steps)
+        print(f"demo report: {report}")
+        return 0
+    raise JaxsepError(f"unknown command {args.command}")  # argparse prevents this
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "train":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return _run(args, extra)
+    except JaxsepError as e:
+        sys.stderr.write(f"jaxsep {args.command}: error: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("jaxsep: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    raise SystemExit(main())

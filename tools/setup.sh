@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One-command set-up for a fresh Debian/Ubuntu machine, then run the demo or the test suite.
+#   bash tools/setup.sh demo   # installs everything, runs `jaxsep demo`
+#   bash tools/setup.sh test   # installs everything, runs the whole test suite
+#   bash tools/setup.sh install
+# System packages: ffmpeg (musdb/stempeg need ffmpeg+ffprobe even for WAV), libfluidsynth3 and
+# GM soundfonts (TimGM6mb, FluidR3) for the synthetic corpus. Python packages go to ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-test}"
+shift || true
+
+need_apt=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+ldconfig -p 2>/dev/null | grep -q libfluidsynth.so.3 || need_apt+=(libfluidsynth3 fluidsynth)
+[ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || need_apt+=(timgm6mb-soundfont)
+[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need_apt+=(fluid-soundfont-gm)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing system packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+if [ ! -f .venv/.jaxsep-installed ] || [ pyproject.toml -nt .venv/.jaxsep-installed ]; then
+  # torch==2.13.0 exactly: the CPU wheel; any other spelling pulls the CUDA build.
+  .venv/bin/pip install -q -e ".[torch,synth,test]"
+  touch .venv/.jaxsep-installed
+fi
+
+case "$what" in
+  install) ;;
+  demo) exec .venv/bin/jaxsep demo "$@" ;;
+  test) exec .venv/bin/python -m pytest -n 2 -q tests "$@" ;;
+  lint) .venv/bin/ruff format --check . && exec .venv/bin/ruff check . ;;
+  *) echo "usage: bash tools/setup.sh {demo|test|install|lint}" >&2; exit 2 ;;
+esac
