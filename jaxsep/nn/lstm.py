@@ -1,0 +1,360 @@
+"""(B)LSTM in PyTorch weight layout, with a fast scan backend and a cuDNN backend.
+
+Parameters are named and shaped exactly like `torch.nn.LSTM.state_dict()`
+(`weight_ih_l{k}[_reverse]` (4H, in), `weight_hh_l{k}[_reverse]` (4H, H), `bias_ih_l{k}[_reverse]`,
+`bias_hh_l{k}[_reverse]`, gate order i, f, g, o), so checkpoint converters map one to one and both
+backends share the same parameters.
+
+Why a hand-written scan: autodiff through `lax.scan` accumulates dW_hh one rank-B update per step,
+which made flax's stock RNN 6.8x slower than torch in fwd+bwd on CPU. Here the input projection of
+all timesteps and both directions is one einsum outside the loop, both directions run in ONE scan
+(half the sequential steps), and a `jax.custom_vjp` makes the reverse scan emit only d(gates), so
+dW_hh (and, through autodiff of the hoisted einsum, dW_ih) are single large matmuls.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxsep.errors import JaxsepError
+
+Array = jax.Array
+Initializer = Callable[[Any, Sequence[int], Any], Array]
+BACKENDS = ("auto", "scan", "cudnn")
+
+
+def torch_uniform_init(hidden_size: int) -> Initializer:
+    """torch.nn.LSTM's default init: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H))."""
+    bound = 1.0 / math.sqrt(hidden_size)
+
+    def init(key: Any, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+        return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
+
+    return init
+
+
+def forget_gate_bias_init(value: float) -> Initializer:
+    """Zero bias except the forget-gate slice [H:2H] (nussl's `init_forget=True` sets 1.0)."""
+
+    def init(key: Any, shape: Sequence[int], dtype: Any = jnp.float32) -> Array:
+        del key
+        hidden = shape[-1] // 4
+        return jnp.zeros(shape, dtype).at[..., hidden : 2 * hidden].set(value)
+
+    return init
+
+
+def param_names(layer: int, reverse: bool) -> tuple[str, str, str, str]:
+    """torch state_dict names (W_ih, W_hh, b_ih, b_hh) of one layer and direction."""
+    suffix = f"_l{layer}" + ("_reverse" if reverse else "")
+    return tuple(f"{kind}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+
+# --------------------------------------------------------------------------------------------
+# The recurrence: gates_x [T, D, B, 4H] (input projection + both biases, already time-reversed
+# for the reverse direction), W_hh [D, 4H, H], h0/c0 [D, B, H] -> hs [T, D, B, H], (h_T, c_T).
+
+
+def _cell(z: Array, c: Array) -> tuple[Array, Array, Array]:
+    """Torch LSTM cell from pre-activations z [.., 4H]: returns (h, c, activations i|f|g|o)."""
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c + i * g
+    h = o * jnp.tanh(c)
+    return h, c, jnp.concatenate([i, f, g, o], axis=-1)
+
+
+def _recurrent_matmul(h: Array, w_hh_t: Array, precision: Any) -> Array:
+    """h [D, B, H] @ W_hh^T, with W_hh^T [D, H, 4H] transposed once outside the loop (measured
+    ~20% faster per step on XLA:CPU than contracting torch's [4H, H] layout inside the scan)."""
+    return jnp.einsum("dbh,dhg->dbg", h, w_hh_t, precision=precision)
+
+
+def recurrence_autodiff(
+    gates_x: Array, w_hh: Array, h0: Array, c0: Array, precision: Any = None, unroll: int = 1
+) -> tuple[Array, tuple[Array, Array]]:
+    """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference)."""
+
+    w_hh_t = w_hh.swapaxes(1, 2)
+
+    def step(carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
+        h, c = carry
+        h, c, _ = _cell(gx + _recurrent_matmul(h, w_hh_t, precision), c)
+        return (h, c), h
+
+    (h, c), hs = lax.scan(step, (h0, c0), gates_x, unroll=unroll)
+    return hs, (h, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def recurrence(
+    gates_x: Array, w_hh: Array, h0: Array, c0: Array, precision: Any = None, unroll: int = 1
+) -> tuple[Array, tuple[Array, Array]]:
+    """Same as `recurrence_autodiff`, with a backward pass that emits d(gates) per step only."""
+    return recurrence_autodiff(gates_x, w_hh, h0, c0, precision, unroll)
+
+
+def _recurrence_fwd(gates_x, w_hh, h0, c0, precision, unroll):
+    w_hh_t = w_hh.swapaxes(1, 2)
+
+    def step(carry, gx):
+        h, c = carry
+        h, c, acts = _cell(gx + _recurrent_matmul(h, w_hh_t, precision), c)
+        return (h, c), (h, c, acts)
+
+    (h, c), (hs, cs, acts) = lax.scan(step, (h0, c0), gates_x, unroll=unroll)
+    return (hs, (h, c)), (hs, cs, acts, h0, c0, w_hh)
+
+
+def _recurrence_bwd(precision, unroll, residuals, cotangents):
+    hs, cs, acts, h0, c0, w_hh = residuals
+    d_hs, (d_h_last, d_c_last) = cotangents
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+
+    def step(carry, xs):
+        dh_next, dc_next = carry
+        dh_out, act, c, cp = xs
+        i, f, g, o = jnp.split(act, 4, axis=-1)
+        tanh_c = jnp.tanh(c)
+        dh = dh_out + dh_next
+        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        dz = jnp.concatenate(
+            [
+                dc * g * i * (1.0 - i),
+                dc * cp * f * (1.0 - f),
+                dc * i * (1.0 - g * g),
+                dh * tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
+        dh_prev = jnp.einsum("dbg,dgh->dbh", dz, w_hh, precision=precision)
+        return (dh_prev, dc * f), dz
+
+    (d_h0, d_c0), d_gates = lax.scan(
+        step, (d_h_last, d_c_last), (d_hs, acts, cs, c_prev), reverse=True, unroll=unroll
+    )
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    # The whole point of the custom VJP: dW_hh is one [4H, T*B] x [T*B, H] matmul per direction.
+    d_w_hh = jnp.einsum("tdbg,tdbh->dgh", d_gates, h_prev, precision=precision)
+    return d_gates, d_w_hh, d_h0, d_c0
+
+
+recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+def lstm_layer_scan(
+    x: Array,
+    w_ih: Array,
+    w_hh: Array,
+    bias: Array,
+    h0: Array,
+    c0: Array,
+    *,
+    custom_vjp: bool = True,
+    precision: Any = None,
+    unroll: int = 1,
+) -> tuple[Array, Array, Array]:
+    """One (bi)directional LSTM layer, time-major.
+
+    x [T, B, F]; w_ih [D, 4H, F]; w_hh [D, 4H, H]; bias [D, 4H] (b_ih + b_hh); h0, c0 [D, B, H]
+    with D = 1 (forward) or 2 (forward, reverse). Returns y [T, B, D*H], h_T and c_T [D, B, H].
+    """
+    directions = w_ih.shape[0]
+    gates_x = jnp.einsum("tbf,dgf->tdbg", x, w_ih, precision=precision) + bias[:, None, :]
+    if directions == 2:
+        gates_x = jnp.stack([gates_x[:, 0], gates_x[::-1, 1]], axis=1)
+    run = recurrence if custom_vjp else recurrence_autodiff
+    hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll)
+    if directions == 2:
+        hs = jnp.stack([hs[:, 0], hs[::-1, 1]], axis=1)
+    steps, _, batch, hidden = hs.shape
+    y = hs.transpose(0, 2, 1, 3).reshape(steps, batch, directions * hidden)
+    return y, h_last, c_last
+
+
+# --------------------------------------------------------------------------------------------
+# cuDNN backend
+
+
+def pack_cudnn_weights(layers: Sequence[Sequence[tuple[Array, Array, Array, Array]]]) -> Array:
+    """Flat weight vector of `jax.experimental.rnn.lstm` from torch-layout weights.
+
+    `layers[k][d] = (W_ih, W_hh, b_ih, b_hh)`. Layout (see jax/experimental/rnn.py): all
+    W_ih, W_hh of every pseudo-layer (layer-major, forward before reverse), then all b_ih, b_hh.
+    """
+    pseudo = [weights for layer in layers for weights in layer]
+    flat = [w.reshape(-1) for w_ih, w_hh, _, _ in pseudo for w in (w_ih, w_hh)]
+    flat += [b for _, _, b_ih, b_hh in pseudo for b in (b_ih, b_hh)]
+    return jnp.concatenate(flat)
+
+
+def lstm_cudnn(
+    x: Array,
+    layers: Sequence[Sequence[tuple[Array, Array, Array, Array]]],
+    h0: Array,
+    c0: Array,
+    precision: Any = None,
+) -> tuple[Array, Array, Array]:
+    """Stacked (B)LSTM through cuDNN: x [B, T, F] -> y [B, T, D*H], h_n, c_n [L*D, B, H]."""
+    from jax.experimental import rnn
+
+    batch, steps, features = x.shape
+    hidden = layers[0][0][1].shape[1]
+    seq_lengths = jnp.full((batch,), steps, dtype=jnp.int32)
+    return rnn.lstm(
+        x,
+        h0,
+        c0,
+        pack_cudnn_weights(layers),
+        seq_lengths,
+        features,
+        hidden,
+        len(layers),
+        0.0,
+        len(layers[0]) == 2,
+        precision,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class LSTM(nn.Module):
+    """Stacked (bidirectional) LSTM with torch.nn.LSTM semantics and state_dict names.
+
+    Input `[B, T, F]` (`[T, B, F]` if `batch_first=False`) -> `[B, T, H * num_directions]`.
+    Dropout acts between layers only, and only when `train=True` (rng stream "dropout").
+    backend: "scan" (any device), "cudnn" (`jax.experimental.rnn`, GPU only, float32), or
+    "auto" (cudnn on a GPU with float32 input, else scan). `custom_vjp=False` uses plain autodiff
+    through the scan (a reference; much slower backward). `weight_init`/`bias_init` default to
+    torch's U(-1/sqrt(H), 1/sqrt(H)).
+    """
+
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    backend: str = "auto"
+    batch_first: bool = True
+    custom_vjp: bool = True
+    unroll: int = 1
+    precision: Any = None
+    weight_init: Initializer | None = None
+    bias_init: Initializer | None = None
+
+    def _check(self, x: Array) -> None:
+        where = "jaxsep.nn.LSTM"
+        if self.backend not in BACKENDS:
+            raise JaxsepError(f"{where}: unknown backend {self.backend!r}; use one of {BACKENDS}")
+        if self.hidden_size < 1 or self.num_layers < 1:
+            raise JaxsepError(
+                f"{where}: hidden_size and num_layers must be >= 1, "
+                f"got {self.hidden_size} and {self.num_layers}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise JaxsepError(f"{where}: dropout must be in [0, 1), got {self.dropout}")
+        if x.ndim != 3:
+            raise JaxsepError(f"{where}: input must be 3-D [batch, time, features], got {x.shape}")
+        if self.backend == "cudnn" and jax.default_backend() != "gpu":
+            raise JaxsepError(
+                f"{where}: backend='cudnn' needs a GPU but jax runs on "
+                f"{jax.default_backend()!r}; use backend='scan' or 'auto'"
+            )
+
+    def _use_cudnn(self, x: Array) -> bool:
+        if self.backend == "cudnn":
+            return True
+        return self.backend == "auto" and jax.default_backend() == "gpu" and x.dtype == jnp.float32
+
+    def _layer_params(self, layer: int, in_features: int) -> list[tuple[Array, ...]]:
+        weight_init = self.weight_init or torch_uniform_init(self.hidden_size)
+        bias_init = self.bias_init or torch_uniform_init(self.hidden_size)
+        gates = 4 * self.hidden_size
+        shapes = ((gates, in_features), (gates, self.hidden_size), (gates,), (gates,))
+        inits = (weight_init, weight_init, bias_init, bias_init)
+        directions = (False, True) if self.bidirectional else (False,)
+        return [
+            tuple(
+                self.param(name, init, shape)
+                for name, init, shape in zip(param_names(layer, reverse), inits, shapes)
+            )
+            for reverse in directions
+        ]
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        initial_state: tuple[Array, Array] | None = None,
+        *,
+        train: bool = False,
+        return_state: bool = False,
+    ) -> Array | tuple[Array, tuple[Array, Array]]:
+        """Run the stack; `initial_state`/final state are torch-shaped (h, c), [L*D, B, H]."""
+        self._check(x)
+        directions = 2 if self.bidirectional else 1
+        if not self.batch_first:
+            x = x.swapaxes(0, 1)
+        batch = x.shape[0]
+        state_shape = (self.num_layers * directions, batch, self.hidden_size)
+        if initial_state is None:
+            h0 = c0 = jnp.zeros(state_shape, jnp.result_type(x.dtype, jnp.float32))
+        else:
+            h0, c0 = initial_state
+            if h0.shape != state_shape or c0.shape != state_shape:
+                raise JaxsepError(
+                    f"jaxsep.nn.LSTM: initial_state must be two arrays of shape {state_shape}, "
+                    f"got {h0.shape} and {c0.shape}"
+                )
+        use_cudnn = self._use_cudnn(x)
+        drop = nn.Dropout(self.dropout, deterministic=not train)
+        params = []
+        for layer in range(self.num_layers):
+            in_features = x.shape[-1] if layer == 0 else directions * self.hidden_size
+            params.append(self._layer_params(layer, in_features))
+
+        if use_cudnn and not (train and self.dropout > 0.0 and self.num_layers > 1):
+            y, h_n, c_n = lstm_cudnn(x, params, h0, c0, self.precision)
+        else:
+            y, h_n, c_n = self._run_layers(x, params, h0, c0, drop, use_cudnn)
+        if not self.batch_first:
+            y = y.swapaxes(0, 1)
+        return (y, (h_n, c_n)) if return_state else y
+
+    def _run_layers(self, x, params, h0, c0, drop, use_cudnn):
+        """Layer by layer (batch-first in and out), with dropout between layers."""
+        directions = len(params[0])
+        y = x if use_cudnn else x.swapaxes(0, 1)
+        finals_h, finals_c = [], []
+        for layer, layer_params in enumerate(params):
+            if layer > 0:
+                y = drop(y)
+            states = slice(layer * directions, (layer + 1) * directions)
+            if use_cudnn:
+                y, h_n, c_n = lstm_cudnn(y, [layer_params], h0[states], c0[states], self.precision)
+            else:
+                w_ih, w_hh, b_ih, b_hh = (jnp.stack(w) for w in zip(*layer_params))
+                y, h_n, c_n = lstm_layer_scan(
+                    y,
+                    w_ih,
+                    w_hh,
+                    b_ih + b_hh,
+                    h0[states],
+                    c0[states],
+                    custom_vjp=self.custom_vjp,
+                    precision=self.precision,
+                    unroll=self.unroll,
+                )
+            finals_h.append(h_n)
+            finals_c.append(c_n)
+        if not use_cudnn:
+            y = y.swapaxes(0, 1)
+        return y, jnp.concatenate(finals_h), jnp.concatenate(finals_c)
