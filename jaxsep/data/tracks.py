@@ -1,0 +1,287 @@
+"""Random-access multi-stem track sources.
+
+A source lists tracks, each a folder of stem files, and reads any window of any stem without
+decoding the whole file (soundfile seeks), so excerpt sampling stays cheap inside grain workers.
+Output stems may be *groups* of file stems summed on read (e.g. ``accompaniment`` = drums + bass +
+other), which is how every recipe asks for its targets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from jaxsep.errors import JaxsepError
+
+MUSDB_STEMS = ("drums", "bass", "other", "vocals")
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg")
+
+
+@dataclass(frozen=True)
+class Track:
+    """One song: its stem files by file-stem name and an optional premixed file."""
+
+    name: str
+    folder: Path
+    files: Mapping[str, Path]
+    mixture: Path | None
+
+
+def read_window(path: Path, start: int, frames: int) -> np.ndarray:
+    """Read ``frames`` frames from ``start`` as float32 ``[frames, C]``, zero-padded past the end."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            channels = f.channels
+            if start < f.frames:
+                f.seek(start)
+                data = f.read(frames, dtype="float32", always_2d=True)
+            else:
+                data = np.zeros((0, channels), np.float32)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise JaxsepError(f"{path}: cannot read audio ({err})") from None
+    if data.shape[0] < frames:
+        data = np.concatenate([data, np.zeros((frames - data.shape[0], channels), np.float32)])
+    return data
+
+
+class TrackSource:
+    """Base class: tracks of stem files, with output stems that are sums of file stems.
+
+    Subclasses find the tracks and call ``__init__`` with them; this class checks that every
+    track has every needed file and that all files share one sample rate and channel count.
+    """
+
+    def __init__(
+        self,
+        tracks: Sequence[Track],
+        groups: Mapping[str, Sequence[str]],
+        *,
+        optional: Iterable[str] = (),
+        where: str = "",
+    ) -> None:
+        if not tracks:
+            raise JaxsepError(f"{where}: no tracks found")
+        self._tracks = list(tracks)
+        self._groups = {stem: tuple(parts) for stem, parts in groups.items()}
+        self._optional = frozenset(optional)
+        self.stems: tuple[str, ...] = tuple(self._groups)
+        self.names: tuple[str, ...] = tuple(t.name for t in self._tracks)
+        self.sample_rate, self.channels, self._frames = self._check_tracks()
+
+    def _check_tracks(self) -> tuple[int, int, list[int]]:
+        needed = {part for parts in self._groups.values() for part in parts}
+        rate = channels = None
+        reference = None
+        lengths = []
+        for track in self._tracks:
+            for part in sorted(needed):
+                if part not in track.files and part not in self._optional:
+                    raise JaxsepError(f"{track.folder}: missing stem '{part}'")
+            stem_paths = [track.files[p] for p in sorted(needed) if p in track.files]
+            extra = [track.mixture] if track.mixture is not None else []
+            frames = []
+            for path in stem_paths + extra:
+                info = _info(path)
+                if rate is None:
+                    rate, channels, reference = info.samplerate, info.channels, path
+                if info.samplerate != rate:
+                    raise JaxsepError(
+                        f"{path}: sample rate {info.samplerate} Hz differs from {rate} Hz "
+                        f"of {reference}"
+                    )
+                if info.channels != channels:
+                    raise JaxsepError(
+                        f"{path}: {info.channels} channels differs from {channels} of {reference}"
+                    )
+                frames.append(info.frames)
+            lengths.append(min(frames[: len(stem_paths)], default=0))
+        return int(rate), int(channels), lengths
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def track(self, i: int) -> Track:
+        return self._tracks[i]
+
+    def num_frames(self, i: int) -> int:
+        """Frames of track ``i`` (the shortest of its stem files, so every stem covers it)."""
+        return self._frames[i]
+
+    def read(self, i: int, stem: str, start: int, frames: int) -> np.ndarray:
+        """One output stem of track ``i``: float32 ``[frames, C]`` (the sum of its file stems)."""
+        if stem not in self._groups:
+            raise JaxsepError(
+                f"{self._tracks[i].folder}: unknown stem '{stem}' (have {self.stems})"
+            )
+        track = self._tracks[i]
+        out = np.zeros((frames, self.channels), np.float32)
+        for part in self._groups[stem]:
+            if part in track.files:
+                out += read_window(track.files[part], start, frames)
+        return out
+
+    def read_mixture(self, i: int, start: int, frames: int) -> np.ndarray:
+        """The premixed file when the track has one, else the sum of all output stems."""
+        track = self._tracks[i]
+        if track.mixture is not None:
+            return read_window(track.mixture, start, frames)
+        return sum(self.read(i, stem, start, frames) for stem in self.stems)
+
+
+def _info(path: Path) -> sf._SoundFileInfo:
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise JaxsepError(f"{path}: cannot read audio header ({err})") from None
+
+
+def _resolve_groups(
+    stems: Sequence[str] | None,
+    grouping: Mapping[str, Sequence[str]] | None,
+    available: Sequence[str],
+) -> dict[str, tuple[str, ...]]:
+    """Output stem -> file stems. Default: the grouping's keys, else every available file stem."""
+    grouping = dict(grouping or {})
+    if stems is None:
+        stems = list(grouping) if grouping else list(available)
+    return {stem: tuple(grouping.get(stem, (stem,))) for stem in stems}
+
+
+class StemFolderSource(TrackSource):
+    """Folders of stems (MUSDB-HQ, Bach10, Dagstuhl style): one folder per song, one file per stem.
+
+    Any folder under ``root`` that directly holds audio files is a track; a file's stem name is
+    its base name (a ``<folder name>-`` prefix, as in Bach10, is dropped). A file named
+    ``mixture`` (or exactly like its folder) is the premixed track, never a stem.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        stems: Sequence[str] | None = None,
+        grouping: Mapping[str, Sequence[str]] | None = None,
+        ext: Sequence[str] = AUDIO_EXTENSIONS,
+        *,
+        optional: Iterable[str] = (),
+    ) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise JaxsepError(f"{root}: not a folder")
+        tracks = [_folder_track(folder, root, ext) for folder in _track_folders(root, ext)]
+        if not tracks:
+            raise JaxsepError(f"{root}: no folders of {'/'.join(ext)} stem files")
+        available = sorted(tracks[0].files)
+        groups = _resolve_groups(stems, grouping, available)
+        super().__init__(tracks, groups, optional=optional, where=str(root))
+
+
+def _track_folders(root: Path, ext: Sequence[str]) -> list[Path]:
+    suffixes = {"." + e.lower().lstrip(".") for e in ext}
+    folders = {p.parent for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes}
+    return sorted(folders)
+
+
+def _folder_track(folder: Path, root: Path, ext: Sequence[str]) -> Track:
+    suffixes = {"." + e.lower().lstrip(".") for e in ext}
+    files: dict[str, Path] = {}
+    mixture = None
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.suffix.lower() not in suffixes:
+            continue
+        stem = path.stem
+        if stem in ("mixture", folder.name):
+            mixture = path
+            continue
+        if stem.startswith(folder.name + "-"):
+            stem = stem[len(folder.name) + 1 :]
+        if stem in files:
+            raise JaxsepError(
+                f"{folder}: two files for stem '{stem}' ({files[stem].name}, {path.name})"
+            )
+        files[stem] = path
+    name = folder.relative_to(root).as_posix() if folder != root else folder.name
+    return Track(name, folder, files, mixture)
+
+
+class FretsOnFireSource(StemFolderSource):
+    """Frets-on-Fire songs: ``guitar.ogg`` (lead guitar) + ``song.ogg`` and optional ``rhythm.ogg``.
+
+    The stems are ``("guitar", "backing")``; the backing is the song plus the rhythm part.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(
+            root,
+            grouping={"guitar": ["guitar"], "backing": ["song", "rhythm"]},
+            ext=("ogg",),
+            optional=("rhythm",),
+        )
+
+
+class MusdbSource(TrackSource):
+    """MUSDB18-HQ layout: the track list and train/valid split come from ``musdb``, audio from
+    soundfile (musdb reads through ffmpeg, slowly and 16-bit quantised).
+
+    ``stems`` may name musdb *targets* of the setup file as well as sources, e.g.
+    ``accompaniment`` reads as drums + bass + other.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        subset: str = "train",
+        split: str | None = None,
+        setup_file: str | None = None,
+        stems: Sequence[str] = MUSDB_STEMS,
+        is_wav: bool = True,
+    ) -> None:
+        root = Path(root)
+        if not is_wav:
+            raise JaxsepError(f"{root}: only the MUSDB18-HQ (is_wav=True) layout can be read")
+        if not (root / subset).is_dir():
+            raise JaxsepError(f"{root / subset}: no such MUSDB subset folder")
+        db = _open_musdb(root, subset, split, setup_file)
+        targets = db.setup.get("targets", {})
+        groups = {}
+        for stem in stems:
+            if stem in db.setup["sources"]:
+                groups[stem] = (stem,)
+            elif stem in targets:
+                groups[stem] = tuple(targets[stem])
+            else:
+                raise JaxsepError(f"{root}: stem '{stem}' is neither a musdb source nor a target")
+        needed = {part for parts in groups.values() for part in parts}
+        tracks = []
+        for mt in db.tracks:
+            folder = Path(mt.path).parent
+            files = {}
+            for part in sorted(needed):
+                path = folder / db.setup["sources"][part]
+                if not path.is_file():
+                    raise JaxsepError(f"{folder}: missing stem '{part}' ({path.name})")
+                files[part] = path
+            mixture = Path(mt.path) if Path(mt.path).is_file() else None
+            tracks.append(Track(mt.name, folder, files, mixture))
+        super().__init__(tracks, groups, where=f"{root / subset} (split={split})")
+
+
+def _open_musdb(root: Path, subset: str, split: str | None, setup_file: str | None):
+    import musdb  # slow import (checks for ffmpeg), so only when a MUSDB source is built
+
+    if setup_file is not None and not (root / setup_file).is_file():
+        raise JaxsepError(f"{root / setup_file}: musdb setup file not found")
+    try:
+        return musdb.DB(
+            root=str(root), is_wav=True, subsets=subset, split=split, setup_file=setup_file
+        )
+    except (RuntimeError, KeyError, OSError) as err:
+        raise JaxsepError(f"{root}: musdb cannot read the dataset ({err})") from None
+
+
+def seconds_to_frames(seconds: float, sample_rate: int) -> int:
+    return int(math.ceil(seconds * sample_rate))
