@@ -1,6 +1,19 @@
 """jaxsep: JAX/Flax music source separation built for accelerator throughput."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from jaxsep.errors import JaxsepError
 
 __version__ = "0.1.0"
-__all__ = ["JaxsepError", "__version__"]
+__all__ = ["JaxsepError", "__version__", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    # `jaxsep.load` imports jax/flax/orbax lazily, so `import jaxsep` (and the CLI's -h) stays fast.
+    if name == "load":
+        from jaxsep.modeldir import load
+
+        return load
+    raise AttributeError(f"module 'jaxsep' has no attribute {name!r}")
