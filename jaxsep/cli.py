@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="rendering processes")
     p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument(
+        "--soundfonts",
+        default=None,
+        help="comma-separated GM soundfonts (names in /usr/share/sounds/sf2 or paths), one drawn "
+        "per stem; default TimGM6mb",
+    )
 
     p = sub.add_parser("train", help="train a model from a config file")
     p.add_argument("--config", required=True, help="configs/NAME.py[:variant]")
@@ -98,6 +104,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
             seed=args.seed,
             workers=args.workers,
             test_fraction=args.test_fraction,
+            soundfonts=args.soundfonts.split(",") if args.soundfonts else None,
         )
         print(
             f"wrote {stats['songs']} {args.domain} songs ({stats['audio_seconds']:.0f} s of audio) "

@@ -77,3 +77,10 @@ def test_train_rejects_missing_config_and_stray_args(capsys, tmp_path):
     assert main(["train", "--config", "x.py", "--workdir", "w", "--lr=3"]) == 2
     assert "unrecognized arguments: --lr=3" in _one_line_error(capsys)
     assert not (tmp_path / "w").exists()
+
+
+def test_synth_unknown_soundfont_writes_nothing(capsys, tmp_path):
+    out = tmp_path / "corpus"
+    assert main(["synth", str(out), "--songs", "1", "--soundfonts", "nope.sf2"]) == 2
+    assert "nope.sf2" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []

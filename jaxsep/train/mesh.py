@@ -31,6 +31,8 @@ def maybe_initialize_distributed(flag: bool = False) -> bool:
         kwargs["num_processes"] = int(os.environ["JAXSEP_NUM_PROCESSES"])
     if "JAXSEP_PROCESS_ID" in os.environ:
         kwargs["process_id"] = int(os.environ["JAXSEP_PROCESS_ID"])
+    # CPU devices of several processes need a collectives backend (GPU/TPU ignore this setting).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**kwargs)
     return True
 
