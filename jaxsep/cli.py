@@ -13,9 +13,6 @@ from pathlib import Path
 from jaxsep.errors import JaxsepError
 
 NOT_BUILT = {
-    "separate": "separation is not built yet: it lands with the first separation model",
-    "evaluate": "model evaluation is not built yet: it lands with the first separation model",
-    "convert": "checkpoint converters are not built yet: they land with their models",
     "bench": "the JAX vs PyTorch benchmark harness is not built yet",
 }
 
@@ -56,24 +53,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize()")
 
     p = sub.add_parser("separate", help="separate audio files with a trained model")
-    p.add_argument("tracks", nargs="+", type=Path)
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("-o", "--out", type=Path, default=Path("separated"))
-    p.add_argument("--segment", type=float, default=None)
-    p.add_argument("--overlap", type=float, default=0.25)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("tracks", nargs="+", type=Path, help="audio files (wav, flac, ogg, mp3, ...)")
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("-o", "--out", type=Path, default=Path("separated"), help="output folder")
+    p.add_argument(
+        "--segment", type=float, default=None, help="seconds per chunk (default: model's or 10)"
+    )
+    p.add_argument("--overlap", type=float, default=0.25, help="fraction shared by neighbours")
+    p.add_argument("--batch-size", type=int, default=8, help="chunks per device call")
     p.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None)
+    p.add_argument("--ext", choices=("wav", "flac"), default="wav", help="output format")
+    p.add_argument(
+        "--filename",
+        default="{track}/{stem}.{ext}",
+        help="output path template under OUT with {track}, {stem}, {ext}",
+    )
 
     p = sub.add_parser("evaluate", help="BSSEval v4 scores of a model on a dataset")
-    p.add_argument("--model", required=True, type=Path)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--split", default="test")
-    p.add_argument("-o", "--out", type=Path, default=None)
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("--data", required=True, type=Path, help="MUSDB18-HQ-layout root")
+    p.add_argument("--split", choices=("test", "train", "valid"), default="test")
+    p.add_argument("-o", "--out", type=Path, default=None, help="default: MODEL/eval")
+    p.add_argument("--segment", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", choices=("cpu", "gpu", "tpu"), default=None)
+    p.add_argument(
+        "--baseline", action="store_true", help="also score the mixture as every estimate"
+    )
 
     p = sub.add_parser("convert", help="convert a PyTorch checkpoint to a jaxsep model directory")
     p.add_argument("kind", choices=("jukebox", "xumx", "umx", "vggish", "chimera"))
-    p.add_argument("src", type=Path)
-    p.add_argument("out", type=Path)
+    p.add_argument("src", type=Path, help="checkpoint file (or open-unmix model folder)")
+    p.add_argument("out", type=Path, help="model directory to write")
+    p.add_argument("--levels", default=None, help="jukebox: levels to keep, e.g. 0 (the paper's)")
+    p.add_argument("--pca", type=Path, default=None, help="vggish: vggish_pca_params-*.pth")
+    p.add_argument(
+        "--tf-embedding",
+        action="store_true",
+        help="vggish: TF embedding (no final ReLU) instead of torchvggish's",
+    )
+    p.add_argument("--targets", default=None, help="umx: comma-separated targets to load")
 
     p = sub.add_parser("bench", help="JAX vs PyTorch throughput benchmark")
     p.add_argument(
@@ -126,6 +145,52 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         from jaxsep.recipes import train_recipe
 
         train_recipe(config, args.workdir)
+        return 0
+    if args.command == "separate":
+        from jaxsep.separate import separate_files
+
+        written = separate_files(
+            args.tracks,
+            args.model,
+            args.out,
+            filename=args.filename,
+            ext=args.ext,
+            segment=args.segment,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            devices=args.device,
+        )
+        print(f"wrote {len(written)} stem files for {len(args.tracks)} track(s) to {args.out}")
+        return 0
+    if args.command == "evaluate":
+        from jaxsep.evaluate.report import evaluate_model
+
+        summary = evaluate_model(
+            args.model,
+            args.data,
+            split=args.split,
+            out_dir=args.out,
+            baseline=args.baseline,
+            segment=args.segment,
+            batch_size=args.batch_size,
+            devices=args.device,
+        )
+        print(summary["table"], end="")
+        print(f"wrote {len(summary['tracks'])} track scores and summary.md to {summary['out']}")
+        return 0
+    if args.command == "convert":
+        from jaxsep.convert import convert_to_model_dir
+
+        out = convert_to_model_dir(
+            args.kind,
+            args.src,
+            args.out,
+            levels=args.levels,
+            pca=args.pca,
+            tf_embedding=args.tf_embedding,
+            targets=args.targets.split(",") if args.targets else None,
+        )
+        print(f"wrote {args.kind} model directory {out}")
         return 0
     if args.command == "demo":
         from jaxsep.demo import run_demo
