@@ -7,13 +7,17 @@ from typing import Any
 from jaxsep.errors import JaxsepError
 
 __version__ = "0.1.0"
-__all__ = ["JaxsepError", "__version__", "load"]
+__all__ = ["JaxsepError", "Separator", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:
-    # `jaxsep.load` imports jax/flax/orbax lazily, so `import jaxsep` (and the CLI's -h) stays fast.
+    # `jaxsep.load` and `jaxsep.Separator` import jax/flax/orbax lazily, so `import jaxsep` (and the CLI's -h) stays fast.
     if name == "load":
         from jaxsep.modeldir import load
 
         return load
+    if name == "Separator":
+        from jaxsep.separate import Separator
+
+        return Separator
     raise AttributeError(f"module 'jaxsep' has no attribute {name!r}")

@@ -58,12 +58,7 @@ def test_usage_errors_exit_two_with_one_line(argv, capsys, tmp_path, monkeypatch
 
 @pytest.mark.parametrize("command", sorted(NOT_BUILT))
 def test_unbuilt_commands_say_so(command, capsys, tmp_path):
-    argv = {
-        "separate": ["separate", str(tmp_path / "a.wav"), "--model", str(tmp_path / "m")],
-        "evaluate": ["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path)],
-        "convert": ["convert", "xumx", str(tmp_path / "a.pth"), str(tmp_path / "out")],
-        "bench": ["bench", "xumx"],
-    }[command]
+    argv = {"bench": ["bench", "xumx"]}[command]
     assert main(argv) == 2
     assert "not built yet" in _one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []
