@@ -11,7 +11,8 @@ __all__ = ["JaxsepError", "Separator", "__version__", "load"]
 
 
 def __getattr__(name: str) -> Any:
-    # `jaxsep.load` and `jaxsep.Separator` import jax/flax/orbax lazily, so `import jaxsep` (and the CLI's -h) stays fast.
+    # `jaxsep.load` and `jaxsep.Separator` import jax/flax/orbax lazily, so `import jaxsep`
+    # (and the CLI's -h) stays fast.
     if name == "load":
         from jaxsep.modeldir import load
 
