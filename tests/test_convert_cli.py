@@ -25,6 +25,7 @@ def _one_line(capsys) -> str:
         ("jukebox", "jukebox/vqvae_5b_width8_legacy.pth.tar", [], "vqvae"),
         ("xumx", "xumx/xumx_tiny_package.pth", [], "xumx"),
         ("umx", "umx/tiny_model", ["--targets", "vocals,drums"], "xumx"),
+        ("chimera", "chimera/chimera_small_state_dict.pt", [], "chimera"),
     ],
 )
 def test_convert_writes_a_loadable_model_dir(kind, relative, extra, model, fixtures_dir, tmp_path):
@@ -56,7 +57,7 @@ def test_jukebox_formats_convert_to_identical_params(fixtures_dir, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["jukebox", "xumx", "umx", "vggish"])
+@pytest.mark.parametrize("kind", ["jukebox", "xumx", "umx", "vggish", "chimera"])
 def test_corrupt_truncated_and_foreign_files_write_nothing(kind, fixtures_dir, tmp_path, capsys):
     import torch
 

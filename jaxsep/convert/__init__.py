@@ -75,10 +75,8 @@ def convert(kind: str, src: Path, **options: Any) -> tuple[dict, dict]:
         }
         return config, variables
     if kind == "chimera":
-        try:
-            from jaxsep.convert.chimera import convert_chimera
-        except ModuleNotFoundError as e:
-            raise JaxsepError("convert chimera is not built yet: it lands with ChimeraNet") from e
+        from jaxsep.convert.chimera import convert_chimera
+
         return convert_chimera(src)
     raise JaxsepError(f"unknown checkpoint kind {kind!r} (one of {', '.join(KINDS)})")
 
