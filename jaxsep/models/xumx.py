@@ -209,6 +209,7 @@ class XUMX(nn.Module):
     lstm_backend: str = "auto"
     center: bool = True
     fuse_lstms: bool = True
+    extra_features: int = 0  # > 0: per-frame conditioning `extra` joins every LSTM input (Concat)
 
     @property
     def nb_bins(self) -> int:
@@ -247,16 +248,33 @@ class XUMX(nn.Module):
             x = fused_lstm_layer(x, *_stack_layer(weights, layer, directions))
         return list(x)
 
-    def __call__(self, wave: Array, train: bool = False) -> Array:
+    def __call__(self, wave: Array, train: bool = False, extra: Array | None = None) -> Array:
         """Masked magnitudes `[B, S, frames, bins, C]` of the mixture `wave [B, T, C]`."""
         self._check("wave", wave.shape)
         mag = jnp.abs(mixture_stft(wave, self.n_fft, self.hop, self.center))
-        return self.from_magnitude(mag, train=train)
+        return self.from_magnitude(mag, train=train, extra=extra)
+
+    def _check_extra(self, extra: Array | None, mag_shape: tuple[int, ...]) -> None:
+        """`extra` `[B, frames, extra_features]` is required exactly when extra_features > 0."""
+        if self.extra_features == 0 and extra is None:
+            return
+        expected = (*mag_shape[:2], self.extra_features)
+        if self.extra_features == 0 or extra is None or tuple(extra.shape) != expected:
+            got = None if extra is None else tuple(extra.shape)
+            raise JaxsepError(
+                f"XUMX: extra_features={self.extra_features} needs extra of shape {expected} "
+                f"(e.g. VGGish features of the mixture), got {got}"
+            )
 
     @nn.compact
-    def from_magnitude(self, mag: Array, train: bool = False) -> Array:
-        """Masked magnitudes `[B, S, frames, bins, C]` from the mixture magnitude."""
+    def from_magnitude(self, mag: Array, train: bool = False, extra: Array | None = None) -> Array:
+        """Masked magnitudes `[B, S, frames, bins, C]` from the mixture magnitude.
+
+        `extra` `[B, frames, extra_features]` (Concat conditioning) is concatenated to the LSTM
+        input of every source (after bridge 1), so only `weight_ih_l0` grows.
+        """
         self._check("magnitude", mag.shape)
+        self._check_extra(extra, mag.shape)
         if mag.shape[-2] != self.nb_bins:
             raise JaxsepError(
                 f"XUMX: magnitude has {mag.shape[-2]} bins, n_fft={self.n_fft} needs {self.nb_bins}"
@@ -281,6 +299,8 @@ class XUMX(nn.Module):
             cross_1 = sum(enc) / len(enc)
             self.sow("intermediates", "cross_1", cross_1)
             lstm_in = [cross_1] * len(nets)
+        if extra is not None:
+            lstm_in = [jnp.concatenate([x, extra.astype(x.dtype)], axis=-1) for x in lstm_in]
         if self._fuse_lstms(mag):
             lstm_out = self._fused_recur(jnp.stack(lstm_in), train)
         else:
