@@ -12,9 +12,7 @@ from pathlib import Path
 
 from jaxsep.errors import JaxsepError
 
-NOT_BUILT = {
-    "bench": "the JAX vs PyTorch benchmark harness is not built yet",
-}
+NOT_BUILT: dict[str, str] = {}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,10 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "model", choices=("xumx", "umx", "chimera", "vqvae", "vggish", "pipeline", "all")
     )
-    p.add_argument("--framework", default="jax,torch")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("-o", "--out", type=Path, default=None)
+    p.add_argument(
+        "--size",
+        choices=("tiny", "cpu", "paper"),
+        default=None,
+        help="model/batch sizes (default: paper on a GPU, cpu on a CPU; see benchmarks/README.md)",
+    )
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None, help="default: gpu if any")
+    p.add_argument("--batch-size", type=int, default=None, help="override the size's batch")
+    p.add_argument("--steps", type=int, default=10, help="timed repetitions (>= 10 to report)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (1 = pinned single thread)"
+    )
+    p.add_argument(
+        "--jax-lstm", default=None, help="JAX LSTM backends, e.g. scan,cudnn (default: all usable)"
+    )
+    p.add_argument(
+        "--torch-variants",
+        default=None,
+        help="eager,compile (default: both on GPU, eager on CPU)",
+    )
+    p.add_argument("--precision", choices=("fp32", "tf32"), default="fp32")
+    p.add_argument("--workers", default=None, help="pipeline: grain worker counts, e.g. 0,1,2")
+    p.add_argument(
+        "-o", "--out", type=Path, default=None, help="JSONL file (default: benchmarks/results/...)"
+    )
 
     p = sub.add_parser("demo", help="the main job on an embedded default corpus")
     p.add_argument("--workdir", type=Path, default=Path("demo_run"))
@@ -109,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace, extra: list[str]) -> int:
+def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> int:
     if args.command in NOT_BUILT:
         raise JaxsepError(NOT_BUILT[args.command])
     if args.command == "synth":
@@ -192,6 +212,33 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         )
         print(f"wrote {args.kind} model directory {out}")
         return 0
+    if args.command == "bench":
+        from jaxsep.bench.runner import run_bench
+        from jaxsep.bench.table import render_table
+
+        def split(text, cast=str):
+            try:
+                return None if text is None else tuple(cast(v) for v in text.split(",") if v)
+            except ValueError as e:
+                raise JaxsepError(f"bad comma-separated list {text!r}: {e}") from None
+
+        records = run_bench(
+            args.model,
+            size=args.size,
+            device=args.device,
+            batch_size=args.batch_size,
+            reps=args.steps,
+            warmup=args.warmup,
+            threads=args.threads,
+            jax_variants=split(args.jax_lstm),
+            torch_variants=split(args.torch_variants),
+            precision=args.precision,
+            out=args.out,
+            command=" ".join(["jaxsep", *argv]),
+            pipeline_workers=split(args.workers, int),
+        )
+        print(render_table(records), end="")
+        return 0
     if args.command == "demo":
         from jaxsep.demo import run_demo
 
@@ -208,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return _run(args, extra)
+        return _run(args, extra, argv)
     except JaxsepError as e:
         sys.stderr.write(f"jaxsep {args.command}: error: {e}\n")
         return 2

@@ -1,0 +1,106 @@
+"""The JAX half of a case: a jitted train step (forward, loss, backward, Adam) with the train
+state donated, a jitted inference call, both compiled ahead of time so compile time is reported
+apart from the step time."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxsep.bench.cases import Case
+from jaxsep.bench.harness import summarize, time_calls
+from jaxsep.train.state import make_optimizer
+
+LEARNING_RATE = 1e-3
+
+
+def matmul_precision(precision: str):
+    """fp32 = full float32 matmuls/convs (XLA "highest"); tf32 = TensorFloat-32 on GPUs."""
+    return jax.default_matmul_precision("highest" if precision == "fp32" else "tensorfloat32")
+
+
+def _compiled_bytes(compiled) -> int | None:
+    """Device memory of one compiled program: arguments + outputs + temporaries - donated."""
+    try:
+        m = compiled.memory_analysis()
+        return int(
+            m.argument_size_in_bytes
+            + m.output_size_in_bytes
+            + m.temp_size_in_bytes
+            - m.alias_size_in_bytes
+        )
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+
+
+def _device_peak_bytes(device) -> int | None:
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
+
+
+def _compile(fn, args, precision: str, donate: tuple[int, ...] = ()):
+    jitted = jax.jit(fn, donate_argnums=donate)
+    ctx = matmul_precision(precision) if precision else contextlib.nullcontext()
+    start = time.perf_counter()
+    with ctx:
+        compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def prepare_jax(
+    case: Case, variant: str, device, reps: int, warmup: int, precision: str = "fp32"
+) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    """Compile `case`'s train step and inference in JAX with LSTM backend `variant`.
+
+    Returns `(result, finish)`: `result` already holds compile seconds, memory, the inference
+    output and the first train-step loss (for the parity check, before anything is timed);
+    `finish()` adds the timings (`train` / `infer` summaries) and returns it.
+    """
+    infer, loss = case.jax_program(variant)
+    tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
+
+    def train_step(ts, x, target, key):
+        (value, new_state), grads = jax.value_and_grad(loss, has_aux=True)(
+            ts["params"], ts["state"], x, target, key
+        )
+        updates, opt_state = tx.update(grads, ts["opt_state"], ts["params"])
+        params = jax.tree.map(lambda p, u: p + u, ts["params"], updates)
+        return {"params": params, "state": new_state, "opt_state": opt_state}, value
+
+    put = lambda tree: jax.device_put(jax.tree.map(np.asarray, tree), device)  # noqa: E731
+    variables = put(case.variables)
+    x, target, key = put(case.inputs), put(case.target), jax.device_put(jax.random.key(0), device)
+    params = variables["params"]
+    state = {k: v for k, v in variables.items() if k != "params"}
+    ts = {"params": params, "state": state, "opt_state": jax.jit(tx.init)(params)}
+    ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step donates them
+
+    result: dict[str, Any] = {"variant": variant}
+    infer_c, result["infer_compile_s"] = _compile(infer, (variables, x), precision)
+    train_c, result["compile_s"] = _compile(train_step, (ts, x, target, key), precision, (0,))
+    result["train_memory_bytes"] = _compiled_bytes(train_c)
+    result["infer_memory_bytes"] = _compiled_bytes(infer_c)
+
+    result["output"] = jax.tree.map(np.asarray, infer_c(variables, x))
+    holder = {"ts": ts}
+
+    def step():
+        holder["ts"], value = train_c(holder["ts"], x, target, key)
+        return value
+
+    result["first_loss"] = float(step())
+
+    def finish() -> dict[str, Any]:
+        sync = jax.block_until_ready
+        result["train"] = summarize(time_calls(step, sync, reps, max(warmup - 1, 0)))
+        result["last_loss"] = float(step())
+        result["infer"] = summarize(time_calls(lambda: infer_c(variables, x), sync, reps, warmup))
+        result["device_peak_bytes"] = _device_peak_bytes(device)
+        return result
+
+    return result, finish

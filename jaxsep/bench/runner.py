@@ -1,0 +1,335 @@
+"""`jaxsep bench`: run the cases, check that both frameworks compute the same function, time them
+and write one JSON line per (model, mode, JAX variant, PyTorch variant).
+
+Order per model: build the case (same weights in both), PyTorch eager output and first train
+loss, each JAX variant's output and first train loss, assert they match (max |a - b| / max |a|
+<= `parity_tol`), and only then time. Speedup = PyTorch median time / JAX median time (> 1:
+JAX is faster); `speedup_min` uses the fastest repetition, steadier on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxsep.bench import harness
+from jaxsep.errors import JaxsepError
+
+ALL = ("xumx", "umx", "chimera", "vqvae", "vggish", "pipeline")
+RESULTS_ROOT = Path("benchmarks/results")
+
+
+def configure_threads(threads: int | None) -> None:
+    """Restrict this process to `threads` CPU threads, before JAX's backend starts.
+
+    1 thread = pinned to one core, XLA's Eigen pool off, torch intra/inter-op 1 (the setup of
+    reference/perf.md §0); N > 1 = torch and XLA limited to N threads, not pinned.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise JaxsepError(f"bench: --threads must be >= 1, got {threads}")
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        raise JaxsepError(
+            "bench: --threads must be set before JAX starts (run it in a new process)"
+        )
+    flags = os.environ.get("XLA_FLAGS", "")
+    if threads == 1:
+        flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        if hasattr(os, "sched_setaffinity"):
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, {cores[-1]})
+    os.environ["XLA_FLAGS"] = flags.strip()
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set once in this process
+        pass
+
+
+def _devices(device: str | None):
+    import jax
+    import torch
+
+    want = device or ("gpu" if jax.default_backend() == "gpu" else "cpu")
+    if want not in ("cpu", "gpu"):
+        raise JaxsepError(f"bench: --device must be cpu or gpu, got {want!r}")
+    if want == "gpu":
+        if jax.default_backend() != "gpu" or not torch.cuda.is_available():
+            raise JaxsepError(
+                f"bench: --device gpu needs a GPU in both frameworks (jax: "
+                f"{jax.default_backend()}, torch cuda: {torch.cuda.is_available()})"
+            )
+        jax_device = jax.devices("gpu")[0]
+        return want, jax_device, torch.device("cuda:0"), jax_device.device_kind
+    return want, jax.devices("cpu")[0], torch.device("cpu"), harness.cpu_model_name()
+
+
+def environment(
+    device_kind: str, device_name: str, threads: int | None, precision: str, command: str
+) -> dict[str, Any]:
+    """Fields shared by every record of a run: what ran where, with which versions."""
+    import jax
+    import jaxlib
+    import torch
+
+    return {
+        "device": device_name,
+        "device_kind": device_kind,
+        "device_slug": "cpu" if device_kind == "cpu" else harness.device_slug(device_name),
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "precision": precision,
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "command": command,
+        "git_revision": harness.git_revision(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def max_rel_error(a: Any, b: Any) -> float:
+    """max |a - b| / max |a| over every array of two same-structured trees."""
+    if isinstance(a, dict):
+        return max(max_rel_error(a[k], b[k]) for k in a)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise JaxsepError(f"bench: output shapes differ: JAX {a.shape}, torch {b.shape}")
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+
+
+def _check_parity(case, jax_result: dict, torch_result: dict, tol: float) -> dict[str, float]:
+    err = max_rel_error(jax_result["output"], torch_result["output"])
+    if not err <= tol:
+        raise JaxsepError(
+            f"bench {case.model}: JAX ({jax_result['variant']}) and PyTorch outputs differ "
+            f"(max relative error {err:.2e} > {tol:.0e}); the frameworks compute different functions"
+        )
+    out = {"parity_max_rel_err": err}
+    if case.deterministic_train:
+        a, b = jax_result["first_loss"], torch_result["first_loss"]
+        loss_err = abs(a - b) / max(abs(a), 1e-30)
+        if not loss_err <= tol:
+            raise JaxsepError(
+                f"bench {case.model}: first training loss differs (JAX {a:.6g}, torch {b:.6g})"
+            )
+        out["parity_train_loss_rel_err"] = loss_err
+    return out
+
+
+def _mode_record(case, mode: str, jax_r: dict, torch_r: dict, peak: float | None) -> dict:
+    flops = case.train_flops if mode == "train" else case.forward_flops
+    record: dict[str, Any] = {
+        "bench": "model",
+        "model": case.model,
+        "mode": mode,
+        "size": case.size,
+        "batch_size": case.batch_size,
+        "audio_seconds_per_example": case.audio_seconds,
+        "jax_variant": jax_r["variant"],
+        "torch_variant": torch_r["variant"],
+        "flops_per_example": flops,
+        "peak_flops": peak,
+        "notes": case.notes,
+    }
+    compile_key = "compile_s" if mode == "train" else "infer_compile_s"
+    memory_key = f"{mode}_memory_bytes"
+    for side, r in (("jax", jax_r), ("torch", torch_r)):
+        prefix = "" if side == "jax" else "torch_"
+        record[f"{side}_error"] = r.get("error")
+        if "error" in r:
+            continue
+        stats = r[mode]
+        record.update({f"{side}_{k}": v for k, v in stats.items() if k != "reps"})
+        record["reps"] = stats["reps"]
+        rates = harness.throughput(stats["median_s"], case.batch_size, case.audio_seconds)
+        record.update({f"{prefix}{k}": v for k, v in rates.items()})
+        record[f"{prefix}compile_s"] = r.get(compile_key)
+        record[f"{side}_memory_bytes"] = r.get(memory_key)
+        record[f"{side}_mfu"] = rates["examples_per_s"] * flops / peak if peak else None
+        if mode == "train":
+            record[f"{side}_first_loss"] = r["first_loss"]
+            record[f"{side}_last_loss"] = r["last_loss"]
+    ok = "error" not in torch_r and "error" not in jax_r
+    record["speedup"] = record["torch_median_s"] / record["jax_median_s"] if ok else None
+    record["speedup_min"] = record["torch_min_s"] / record["jax_min_s"] if ok else None
+    record["jax_device_peak_bytes"] = jax_r.get("device_peak_bytes")
+    return record
+
+
+def bench_model(
+    model: str,
+    *,
+    size: str,
+    device: str | None = None,
+    batch_size: int | None = None,
+    reps: int = 10,
+    warmup: int = 2,
+    jax_variants: Sequence[str] | None = None,
+    torch_variants: Sequence[str] | None = None,
+    precision: str = "fp32",
+    parity_tol: float = 1e-4,
+    env: dict[str, Any] | None = None,
+) -> list[dict]:
+    """Records of one model (train and infer, every JAX x PyTorch variant)."""
+    from jaxsep.bench.cases import build_case
+    from jaxsep.bench.flops import peak_flops
+    from jaxsep.bench.jax_side import prepare_jax
+    from jaxsep.bench.torch_side import prepare_torch
+
+    kind, jax_device, torch_device, name = _devices(device)
+    case = build_case(model, size, batch_size)
+    variants = [v for v in case.jax_variants if jax_variants is None or v in jax_variants]
+    if not variants:  # e.g. --jax-lstm cudnn on CPU: fall back to what the device has
+        variants = list(case.jax_variants)
+    if torch_variants is None:
+        torch_variants = ("eager", "compile") if kind == "gpu" else ("eager",)
+    load_start = harness.load_average()
+
+    torch_runs = []
+    for variant in torch_variants:
+        try:
+            torch_runs.append(prepare_torch(case, variant, torch_device, reps, warmup, precision))
+        except Exception as e:  # noqa: BLE001 - torch.compile failures are results, not crashes
+            if variant == "eager":
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            torch_runs.append(({"variant": variant, "error": f"{type(e).__name__}: {first}"}, None))
+    eager = torch_runs[0][0]
+    jax_runs = []
+    for variant in variants:
+        result, finish = prepare_jax(case, variant, jax_device, reps, warmup, precision)
+        result["parity"] = _check_parity(case, result, eager, parity_tol)
+        jax_runs.append((result, finish))
+
+    jax_results = [finish() for _, finish in jax_runs]
+    torch_results = []
+    for result, finish in torch_runs:
+        if finish is None:
+            torch_results.append(result)
+            continue
+        try:
+            torch_results.append(finish())
+        except Exception as e:  # noqa: BLE001
+            if result["variant"] == "eager":
+                raise
+            torch_results.append({"variant": result["variant"], "error": repr(e)[:300]})
+    peak = peak_flops(name, precision) if kind == "gpu" else None
+    shared = dict(env or {})
+    shared.update(load_avg_start=load_start, load_avg_end=harness.load_average())
+    records = []
+    for j in jax_results:
+        for t in torch_results:
+            for mode in ("train", "infer"):
+                record = _mode_record(case, mode, j, t, peak)
+                record.update(j["parity"])
+                record.update(shared)
+                records.append(record)
+    return records
+
+
+def run_bench(
+    model: str,
+    *,
+    size: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    reps: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
+    jax_variants: Sequence[str] | None = None,
+    torch_variants: Sequence[str] | None = None,
+    precision: str = "fp32",
+    out: Path | None = None,
+    command: str | None = None,
+    pipeline_workers: Sequence[int] | None = None,
+    log=print,
+) -> list[dict]:
+    """Benchmark `model` (or "all"), append the records to JSONL files and return them.
+
+    Default output: `benchmarks/results/<device>/<model>.jsonl`; `out` puts every record of the
+    run in that one file. Default size: "paper" on a GPU, "cpu" on a CPU.
+    """
+    if model not in ALL and model != "all":
+        raise JaxsepError(f"bench: unknown model {model!r}; use one of {ALL} or all")
+    if reps < 1 or warmup < 0:
+        raise JaxsepError(f"bench: --steps must be >= 1 and --warmup >= 0, got {reps}, {warmup}")
+    if precision not in ("fp32", "tf32"):
+        raise JaxsepError(f"bench: --precision must be fp32 or tf32, got {precision!r}")
+    if torch_variants is not None:
+        unknown = sorted(set(torch_variants) - {"eager", "compile"})
+        if unknown or "eager" not in torch_variants:
+            raise JaxsepError(
+                f"bench: --torch-variants must include eager and only eager/compile, got "
+                f"{','.join(torch_variants)}"
+            )
+        torch_variants = ("eager", *[v for v in torch_variants if v != "eager"])
+    configure_threads(threads)
+    kind, _, _, name = _devices(device)
+    size = size or ("paper" if kind == "gpu" else "cpu")
+    command = command or " ".join(["jaxsep", *sys.argv[1:]])
+    env = environment(kind, name, threads, precision, command)
+    models = ALL if model == "all" else (model,)
+    records: list[dict] = []
+    for m in models:
+        log(f"bench {m} ({size}, {kind}) ...")
+        if m == "pipeline":
+            from jaxsep.bench.pipeline import bench_pipeline
+
+            new = bench_pipeline(
+                size=size,
+                workers=pipeline_workers,
+                consumption=_train_rates(records, out, env, size),
+                env=env,
+            )
+        else:
+            new = bench_model(
+                m,
+                size=size,
+                device=kind,
+                batch_size=batch_size,
+                reps=reps,
+                warmup=warmup,
+                jax_variants=jax_variants,
+                torch_variants=torch_variants,
+                precision=precision,
+                env=env,
+            )
+        path = out or RESULTS_ROOT / env["device_slug"] / f"{m}.jsonl"
+        harness.write_jsonl(new, path)
+        records += new
+    return records
+
+
+def _train_rates(records: list[dict], out: Path | None, env: dict, size: str) -> dict[str, float]:
+    """Best JAX train-step examples/s of X-UMX and UMX from this run, else from saved results."""
+    rates: dict[str, float] = {}
+    candidates = list(records)
+    if not any(r.get("model") in ("xumx", "umx") for r in candidates):
+        import json
+
+        folder = RESULTS_ROOT / env["device_slug"]
+        for path in [out] if out else [folder / "xumx.jsonl", folder / "umx.jsonl"]:
+            if path and path.exists():
+                candidates += [json.loads(line) for line in path.read_text().splitlines() if line]
+    for r in candidates:
+        same = r.get("threads") == env["threads"] and r.get("size") == size
+        if r.get("bench") == "model" and r.get("mode") == "train" and same:
+            if r.get("model") in ("xumx", "umx") and r.get("examples_per_s"):
+                rates[r["model"]] = max(rates.get(r["model"], 0.0), r["examples_per_s"])
+    return rates

@@ -1,0 +1,162 @@
+"""Benchmark JSON lines -> markdown tables (the one in benchmarks/README.md is generated here)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+START = "<!-- bench-table:start -->"
+END = "<!-- bench-table:end -->"
+
+_MODEL_KEY = (
+    "device_slug", "model", "mode", "size", "batch_size", "jax_variant", "torch_variant",
+    "threads", "precision",
+)  # fmt: skip
+_PIPELINE_KEY = ("device_slug", "size", "augment", "workers", "threads")
+
+
+def read_records(paths: Iterable[Path]) -> list[dict]:
+    """Every JSON line of `paths` (files or folders searched for *.jsonl), in file order."""
+    records = []
+    for path in paths:
+        files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+        for file in files:
+            for line in file.read_text().splitlines():
+                if line.strip():
+                    records.append(json.loads(line))
+    return records
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """The last record of each setting (a rerun replaces the older line in the table)."""
+    chosen: dict[tuple, dict] = {}
+    for r in records:
+        key_names = _PIPELINE_KEY if r.get("bench") == "pipeline" else _MODEL_KEY
+        key = (r.get("bench"), *(json.dumps(r.get(k)) for k in key_names))
+        if key not in chosen or r.get("timestamp", "") >= chosen[key].get("timestamp", ""):
+            chosen[key] = r
+    return list(chosen.values())
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _threads(r: dict) -> str:
+    return "default" if r.get("threads") is None else str(r["threads"])
+
+
+def _load(r: dict) -> str:
+    load = r.get("load_avg_start") or []
+    return _num(load[0], 2) if load else "–"
+
+
+def _model_rows(records: list[dict]) -> list[str]:
+    head = (
+        "| model | mode | size | batch | threads | JAX | PyTorch | JAX median s (min–max) "
+        "| PyTorch median s (min–max) | speedup | speedup (min) | JAX ex/s | PyTorch ex/s "
+        "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | load |"
+    )
+    rows = [head, "|" + "---|" * 17]
+    order = {m: i for i, m in enumerate(("xumx", "umx", "chimera", "vqvae", "vggish"))}
+    records = sorted(
+        records,
+        key=lambda r: (
+            order.get(r["model"], 99),
+            str(r.get("threads")),
+            r["mode"] != "train",
+            r["jax_variant"],
+            r["torch_variant"],
+        ),  # fmt: skip
+    )
+    for r in records:
+        if r.get("torch_error"):
+            torch_cell = f"failed: {r['torch_error'][:60]}"
+        else:
+            torch_cell = (
+                f"{_num(r.get('torch_median_s'))} ({_num(r.get('torch_min_s'))}–"
+                f"{_num(r.get('torch_max_s'))})"
+            )
+        mfu = "–"
+        if r.get("jax_mfu") is not None:
+            mfu = f"{100 * r['jax_mfu']:.1f}% / {100 * (r.get('torch_mfu') or 0):.1f}%"
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    r["model"],
+                    r["mode"],
+                    r["size"],
+                    str(r["batch_size"]),
+                    _threads(r),
+                    r["jax_variant"],
+                    r["torch_variant"],
+                    f"{_num(r.get('jax_median_s'))} ({_num(r.get('jax_min_s'))}–"
+                    f"{_num(r.get('jax_max_s'))})",
+                    torch_cell,
+                    _num(r.get("speedup"), 2),
+                    _num(r.get("speedup_min"), 2),
+                    _num(r.get("examples_per_s")),
+                    _num(r.get("torch_examples_per_s")),
+                    _num(r.get("audio_seconds_per_s")),
+                    _num(r.get("compile_s"), 2),
+                    mfu,
+                    _load(r),
+                ]
+            )
+            + " |"
+        )
+    return rows
+
+
+def _pipeline_rows(records: list[dict]) -> list[str]:
+    rows = [
+        "| size | augment | workers | threads | examples/s | audio-s/s | train step ex/s "
+        "| headroom (pipeline / train step) | load |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(records, key=lambda r: (str(r.get("threads")), r["augment"], r["workers"])):
+        train = ", ".join(f"{m} {_num(v)}" for m, v in sorted(r["train_examples_per_s"].items()))
+        head = ", ".join(f"{m} {_num(v, 2)}x" for m, v in sorted(r["headroom"].items()))
+        rows.append(
+            f"| {r['size']} | {r['augment']} | {r['workers']} | {_threads(r)} "
+            f"| {_num(r['examples_per_s'])} | {_num(r['audio_seconds_per_s'])} "
+            f"| {train or '–'} | {head or '–'} | {_load(r)} |"
+        )
+    return rows
+
+
+def render_table(records: list[dict]) -> str:
+    """Markdown: per device, a table of model records and one of pipeline records."""
+    records = latest(records)
+    out = []
+    for slug in sorted({r.get("device_slug", "?") for r in records}):
+        mine = [r for r in records if r.get("device_slug", "?") == slug]
+        first = mine[0]
+        out.append(
+            f"### {slug}: {first.get('device')} (jax {first.get('jax_version')}, torch "
+            f"{first.get('torch_version')}, {first.get('precision')}, git "
+            f"{first.get('git_revision')})\n"
+        )
+        models = [r for r in mine if r.get("bench") == "model"]
+        pipeline = [r for r in mine if r.get("bench") == "pipeline"]
+        if models:
+            out += _model_rows(models) + [""]
+        if pipeline:
+            out += _pipeline_rows(pipeline) + [""]
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def update_readme(readme: Path, table: str) -> None:
+    """Replace the text between the bench-table markers of `readme` with `table`."""
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table}{END}{tail}")

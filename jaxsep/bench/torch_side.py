@@ -1,0 +1,102 @@
+"""The PyTorch half of a case: eager or `torch.compile`d train step (forward, loss, backward,
+Adam) and inference, on the same device and batch as the JAX half."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from jaxsep.bench.cases import Case
+from jaxsep.bench.harness import summarize, time_calls
+from jaxsep.bench.jax_side import LEARNING_RATE
+
+
+def set_precision(precision: str) -> None:
+    """fp32: no TF32 anywhere (torch's matmul default, not its cuDNN default); tf32: TF32 on."""
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _to(tree: Any, device: torch.device) -> Any:
+    if isinstance(tree, dict):
+        return {k: _to(v, device) for k, v in tree.items()}
+    return torch.from_numpy(np.array(tree)).to(device)
+
+
+def _numpy(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _numpy(v) for k, v in tree.items()}
+    return tree.detach().cpu().numpy()
+
+
+def prepare_torch(
+    case: Case, variant: str, device: torch.device, reps: int, warmup: int, precision: str = "fp32"
+) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    """`case` in PyTorch; `variant` is "eager" or "compile" (torch.compile, default mode).
+
+    Returns `(result, finish)` like `jax_side.prepare_jax`. The module is a deep copy, so every
+    variant starts from the same weights. For "compile", `compile_s` is the time of the first
+    train (and inference) call, which triggers compilation.
+    """
+    import copy
+
+    set_precision(precision)
+    module = copy.deepcopy(case.torch_module).to(device)
+    x, target = _to(case.to_torch(case.inputs), device), _to(case.target, device)
+    cuda = device.type == "cuda"
+
+    def sync(value):
+        if cuda:
+            torch.cuda.synchronize(device)
+        return value
+
+    run = torch.compile(module) if variant == "compile" else module
+    optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
+    result: dict[str, Any] = {"variant": variant}
+
+    with torch.no_grad():
+        module.eval()
+        start = time.perf_counter()
+        result["output"] = case.from_torch(_numpy(sync(case.torch_infer(run, x))))
+        result["infer_compile_s"] = time.perf_counter() - start if variant == "compile" else None
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = case.torch_loss(run, x, target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    module.train()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    result["first_loss"] = float(sync(step()).item())
+    result["compile_s"] = time.perf_counter() - start if variant == "compile" else None
+    return result, lambda: _finish(result, step, run, case, x, sync, device, reps, warmup)
+
+
+def _finish(result, step, run, case, x, sync, device, reps, warmup) -> dict[str, Any]:
+    module = run
+    cuda = device.type == "cuda"
+    module.train()
+    result["train"] = summarize(time_calls(step, sync, reps, max(warmup - 1, 0)))
+    result["last_loss"] = float(step().item())
+    result["train_memory_bytes"] = int(torch.cuda.max_memory_allocated(device)) if cuda else None
+
+    module.eval()
+
+    def infer():
+        with torch.no_grad():
+            return case.torch_infer(run, x)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    result["infer"] = summarize(time_calls(infer, sync, reps, warmup))
+    result["infer_memory_bytes"] = int(torch.cuda.max_memory_allocated(device)) if cuda else None
+    return result

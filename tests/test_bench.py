@@ -1,0 +1,152 @@
+"""`jaxsep bench`: both frameworks compute the same function on every model, the harness writes
+complete JSONL records, and the table generator renders them. No test looks at a time."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from jaxsep.bench import flops
+from jaxsep.bench.cases import MODELS, build_case
+from jaxsep.bench.runner import bench_model, max_rel_error, run_bench
+from jaxsep.bench.table import END, START, read_records, render_table, update_readme
+from jaxsep.bench.weights import load_jax_variables
+from jaxsep.errors import JaxsepError
+
+REQUIRED = (
+    "speedup", "speedup_min", "jax_median_s", "jax_min_s", "jax_max_s", "torch_median_s",
+    "torch_min_s", "torch_max_s", "compile_s", "examples_per_s", "audio_seconds_per_s",
+    "torch_examples_per_s", "jax_version", "torch_version", "git_revision", "device", "command",
+    "load_avg_start", "flops_per_example", "parity_max_rel_err", "reps",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_model_runs_both_frameworks_and_records(model, tmp_path):
+    out = tmp_path / "r.jsonl"
+    records = run_bench(model, size="tiny", reps=1, warmup=0, out=out, command="t", log=str)
+    assert {r["mode"] for r in records} == {"train", "infer"}
+    saved = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(saved) == len(records) == 2
+    for r in saved:
+        missing = [k for k in REQUIRED if k not in r]
+        assert not missing, missing
+        assert r["model"] == model and r["size"] == "tiny" and r["command"] == "t"
+        assert r["parity_max_rel_err"] <= 1e-4
+        assert r["speedup"] == pytest.approx(r["torch_median_s"] / r["jax_median_s"])
+        assert r["examples_per_s"] == pytest.approx(r["batch_size"] / r["jax_median_s"])
+        assert r["audio_seconds_per_s"] == pytest.approx(
+            r["examples_per_s"] * r["audio_seconds_per_example"]
+        )
+        assert r["jax_min_s"] <= r["jax_median_s"] <= r["jax_max_s"]
+        assert r["compile_s"] > 0 and r["flops_per_example"] > 0
+    train = next(r for r in saved if r["mode"] == "train")
+    # Adam steps changed the weights in both frameworks (they train, not just run).
+    for side in ("jax", "torch"):
+        assert np.isfinite(train[f"{side}_last_loss"])
+        assert train[f"{side}_last_loss"] != train[f"{side}_first_loss"]
+    if model in ("vqvae", "vggish"):  # no dropout: the first training losses agree too
+        assert train["parity_train_loss_rel_err"] <= 1e-4
+
+
+def test_parity_check_catches_a_different_torch_network(monkeypatch):
+    import jaxsep.bench.cases as cases
+
+    case = build_case("umx", "tiny")
+    with torch.no_grad():  # a slightly wrong weight in the twin: a different function
+        case.torch_module.vocals.fc2.weight.mul_(1.01)
+    monkeypatch.setattr(cases, "build_case", lambda *args, **kwargs: case)
+    with pytest.raises(JaxsepError, match="outputs differ"):
+        bench_model("umx", size="tiny", reps=1, warmup=0)
+
+
+def test_weight_mapping_rejects_an_incomplete_twin():
+    case = build_case("vggish", "tiny")
+    variables = {"params": dict(case.variables["params"])}
+    del variables["params"]["fc2"]
+    with pytest.raises(JaxsepError, match="missing"):
+        load_jax_variables(case.torch_module, variables)
+
+
+def test_max_rel_error_on_trees():
+    a = {"x": np.ones(3), "y": np.array([2.0, 4.0])}
+    b = {"x": np.ones(3), "y": np.array([2.0, 3.0])}
+    assert max_rel_error(a, b) == pytest.approx(0.25)
+    with pytest.raises(JaxsepError, match="shapes differ"):
+        max_rel_error(np.ones(2), np.ones(3))
+
+
+def test_stated_flops_match_reference_perf_numbers():
+    from jaxsep.models.vqvae import VQVAEConfig
+
+    # reference/perf.md §3: X-UMX 6 s -> 18.4 GFLOP fwd; VQ-VAE L0 W64/D8 -> 610 GFLOP train.
+    fwd = flops.xumx_forward_flops(4, 259, 1487, 2, 512, 3, 2049)
+    assert fwd == pytest.approx(2 * 8_863_744 * 4 * 259)
+    config = VQVAEConfig(levels=1, downs_t=(3,), strides_t=(2,), multipliers=(2,))
+    enc, dec, vq = flops.vqvae_level0_macs(config, 393216)
+    assert enc / 1e9 == pytest.approx(48.17, abs=0.01)
+    assert dec / 1e9 == pytest.approx(51.41, abs=0.01)
+    assert vq == 49152 * 2048 * 64
+    assert flops.chimera_forward_flops(1250, 257, 500, 4, 20, 4) == pytest.approx(68.0e9, rel=1e-3)
+    assert flops.peak_flops("NVIDIA H100 80GB HBM3", "tf32") == 495e12
+    assert flops.peak_flops("cpu", "fp32") is None
+
+
+def test_pipeline_bench_and_table(tmp_path):
+    model = {
+        "bench": "model", "model": "xumx", "mode": "train", "size": "tiny", "batch_size": 2,
+        "jax_variant": "scan", "torch_variant": "eager", "threads": None, "precision": "fp32",
+        "device_slug": "cpu", "device": "test cpu", "jax_median_s": 0.5, "jax_min_s": 0.4,
+        "jax_max_s": 0.9, "torch_median_s": 1.0, "torch_min_s": 0.8, "torch_max_s": 1.5,
+        "speedup": 2.0, "speedup_min": 2.0, "examples_per_s": 4.0, "audio_seconds_per_s": 1.0,
+        "timestamp": "2026-01-01T00:00:00+00:00", "load_avg_start": [3.5, 3.0, 2.0],
+    }  # fmt: skip
+    path = tmp_path / "cpu" / "xumx.jsonl"
+    path.parent.mkdir()
+    path.write_text(json.dumps(model) + "\n")
+    records = run_bench("pipeline", size="tiny", out=path, command="t", log=str)
+    assert [r["workers"] for r in records] == [0, 0]
+    assert {r["augment"] for r in records} == {"off", "gain_swap"}
+    for r in records:
+        assert r["examples_per_s"] > 0
+        assert r["train_examples_per_s"] == {"xumx": 4.0}  # read back from the saved results
+        assert r["headroom"]["xumx"] == pytest.approx(r["examples_per_s"] / 4.0)
+
+    table = render_table(read_records([tmp_path]))
+    assert (
+        "| xumx | train | tiny | 2 | default | scan | eager | 0.5 (0.4–0.9) | 1 (0.8–1.5) | 2 |"
+        in table
+    )
+    assert "| tiny | off | 0 |" in table and "xumx" in table.split("| tiny | off")[1]
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\nouttro\n")
+    result = subprocess.run(
+        [sys.executable, "tools/bench_table.py", str(tmp_path / "cpu"), "--readme", str(readme)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    text = readme.read_text()
+    assert "old" not in text and "| xumx | train |" in text
+    assert text.startswith("intro\n") and text.endswith("outtro\n")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(path, table)
+
+
+def test_bad_options_raise_one_line_errors(tmp_path):
+    with pytest.raises(JaxsepError, match="unknown model"):
+        run_bench("resnet", out=tmp_path / "x.jsonl")
+    with pytest.raises(JaxsepError, match="torch-variants"):
+        run_bench("vggish", torch_variants=("compile",), out=tmp_path / "x.jsonl")
+    jax.devices()  # the backend is up, so the thread count can no longer change
+    with pytest.raises(JaxsepError, match="--threads must be set before JAX starts"):
+        run_bench("vggish", threads=1, out=tmp_path / "x.jsonl")
+    with pytest.raises(JaxsepError, match="batch-size"):
+        build_case("vggish", "tiny", batch_size=0)
+    assert not (tmp_path / "x.jsonl").exists()
