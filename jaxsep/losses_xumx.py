@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxsep.models.embeddings import repeat_to_frames
+
 Array = jax.Array
 EPS = 1e-10  # asteroid's weighted-SDR epsilon
 
@@ -116,38 +118,6 @@ def mdl_loss(
 
 
 # --- frozen embeddings on STFT frames -------------------------------------------------------
-
-
-def frames_to_examples(
-    num_frames: int, num_examples: int, hop: int, sample_rate: float, example_seconds: float = 0.96
-) -> np.ndarray:
-    """Index of the embedding example every STFT frame takes its features from.
-
-    Frame ``t`` of a centred STFT is centred on sample ``t * hop``, i.e. at ``t * hop / rate``
-    seconds; example ``i`` covers ``[i, i + 1) * example_seconds``. Rule:
-    ``min(floor(t * hop / rate / example_seconds), num_examples - 1)``: the frames past the
-    last complete example (the incomplete tail that VGGish drops; ~11 frames of a 6 s crop at
-    4096/1024) repeat the last example.
-    """
-    if num_examples < 1:
-        raise ValueError(
-            f"no embedding example: the signal is shorter than one {example_seconds} s example"
-        )
-    seconds = np.arange(num_frames) * (hop / float(sample_rate))
-    index = np.floor(seconds / example_seconds + 1e-9).astype(np.int64)
-    return np.minimum(index, num_examples - 1)
-
-
-def repeat_to_frames(
-    examples: Array,
-    num_frames: int,
-    hop: int,
-    sample_rate: float,
-    example_seconds: float = 0.96,
-) -> Array:
-    """Embeddings ``[..., N, E]`` -> ``[..., num_frames, E]`` by :func:`frames_to_examples`."""
-    index = frames_to_examples(num_frames, examples.shape[-2], hop, sample_rate, example_seconds)
-    return jnp.take(examples, jnp.asarray(index), axis=-2)
 
 
 EmbedFn = Callable[[Array], Array]

@@ -15,7 +15,9 @@ output becomes waveforms (X-UMX: Wiener filtering); the default is
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import math
 import os
 import string
@@ -136,6 +138,9 @@ class Separator:
         self.sources: tuple[str, ...] = tuple(str(s) for s in sources)
         self.sample_rate = _config_int(config, "sample_rate")
         self.channels = _config_int(config, "channels")
+        # a mono model whose config says "downmix": true (ChimeraNet) takes any channel count:
+        # the input is averaged to mono and the stems come back mono
+        self.downmix = bool(config.get("downmix", False))
         if segment is None:
             segment = config.get("segment", DEFAULT_SEGMENT_SECONDS)
         if not isinstance(segment, (int, float)) or not segment > 0:
@@ -156,6 +161,9 @@ class Separator:
         self._batch_sharding = batch_sharding(mesh)
         self._variables = jax.device_put(model.variables, replicated(mesh))
         separate_waveforms = separate_fn_for(model.module, config.get("model"))
+        if "config" in inspect.signature(separate_waveforms).parameters:
+            # hooks that read their model directory's config.json (post-filter, conditioning)
+            separate_waveforms = functools.partial(separate_waveforms, config=config)
         module = model.module
 
         def run_batch(variables, wave):
@@ -179,7 +187,8 @@ class Separator:
         return len(segment_offsets(length, self.segment, self.stride))
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> dict[str, np.ndarray]:
-        """Stems at the caller's rate and length; mono input to a stereo model comes back stereo."""
+        """Stems at the caller's rate and length; mono input to a stereo model comes back stereo,
+        multichannel input to a mono model with config "downmix" is averaged and comes back mono."""
         audio = self._check_input(audio, sample_rate)
         length = audio.shape[0]
         if sample_rate != self.sample_rate:
@@ -198,16 +207,21 @@ class Separator:
             raise JaxsepError(f"audio must be [time, channels] with samples, got {audio.shape}")
         if not np.issubdtype(audio.dtype, np.number) or not np.isfinite(audio).all():
             raise JaxsepError("audio contains NaN or infinite samples")
+        if isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer():
+            sample_rate = int(sample_rate)  # 44100.0 from a config or a musdb track
         if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
             raise JaxsepError(f"sample rate must be a positive integer, got {sample_rate!r}")
         channels = audio.shape[1]
         if channels != self.channels:
             if channels == 1 and self.channels == 2:
                 audio = np.repeat(audio, 2, axis=1)  # mono -> stereo, as demucs/umx do
+            elif self.channels == 1 and self.downmix:
+                audio = audio.mean(axis=1, keepdims=True)  # mono model: average the channels
             else:
                 raise JaxsepError(
                     f"audio has {channels} channel(s), the model takes {self.channels} "
-                    "(only mono -> stereo is converted automatically)"
+                    "(only mono -> stereo, or any -> mono for a model whose config sets "
+                    "'downmix', is converted automatically)"
                 )
         return np.asarray(audio, np.float32)
 

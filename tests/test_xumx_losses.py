@@ -13,13 +13,11 @@ from jaxsep.audio.stft import stft
 from jaxsep.losses_xumx import (
     con_reg,
     dis_reg,
-    frames_to_examples,
     mdl_loss,
-    repeat_to_frames,
     source_combinations,
     stem_embeddings,
 )
-from jaxsep.recipes.xumx_vggish import resample_fft
+from jaxsep.models.embeddings import frames_to_examples, repeat_to_frames, resample_fft
 
 
 def test_fourteen_combinations_for_four_sources():

@@ -9,7 +9,8 @@ import pytest
 
 import jaxsep
 from jaxsep.data.synth import synthesize_corpus
-from jaxsep.recipes.xumx_vggish import conditioning_features, config_for, train
+from jaxsep.models.embeddings import conditioning_features
+from jaxsep.recipes.xumx_vggish import config_for, train
 
 
 @pytest.fixture(scope="module")

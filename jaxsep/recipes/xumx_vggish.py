@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxsep.audio.mel import EXAMPLE_FRAMES, HOP_LENGTH, SAMPLE_RATE, log_mel
 from jaxsep.audio.stft import istft
 from jaxsep.config import config_to_dict
 from jaxsep.data.augment import Augmentation
@@ -42,9 +41,15 @@ from jaxsep.data.mixing import ExcerptSampler
 from jaxsep.data.pipeline import make_batch_iterator
 from jaxsep.data.tracks import MusdbSource
 from jaxsep.errors import JaxsepError
-from jaxsep.losses_xumx import con_reg, dis_reg, mdl_loss, repeat_to_frames, stem_embeddings
+from jaxsep.losses_xumx import con_reg, dis_reg, mdl_loss, stem_embeddings
 from jaxsep.modeldir import save_model_dir
-from jaxsep.models.vggish import EMBEDDING_SIZE, VGGish
+from jaxsep.models.embeddings import (
+    EXAMPLE_SECONDS,
+    frozen_embedding,
+    mixture_features,
+    to_16k_mono,
+)
+from jaxsep.models.vggish import EMBEDDING_SIZE
 from jaxsep.models.xumx import XUMX, bandwidth_to_max_bin, mixture_stft
 from jaxsep.train.loop import default_train_config
 from jaxsep.train.loop import train as run_trainer
@@ -52,7 +57,6 @@ from jaxsep.train.mesh import make_mesh
 
 METHODS = ("baseline", "concat", "conreg", "disreg")
 LATENTS = ("enc_out", "lstm_out", "skip_concat")
-EXAMPLE_SECONDS = EXAMPLE_FRAMES * HOP_LENGTH / SAMPLE_RATE  # 0.96 s per VGGish example
 MODEL_NAME = "xumx"
 
 
@@ -135,97 +139,6 @@ def config_for(method: str, variant: str | None) -> ml_collections.ConfigDict:
 
 
 # --- frozen embeddings --------------------------------------------------------------------
-
-
-def resample_fft(x: jax.Array, rate_in: int, rate_out: int) -> jax.Array:
-    """Band-limited resampling on the last axis by truncating/zero-padding the spectrum.
-
-    ``T`` samples -> ``round(T * rate_out / rate_in)``; exact for periodic signals, jit-able.
-    Against resampy ``kaiser_best`` (the VGGish reference) it differs mainly at the two edges
-    (circular wrap-around) and in the 7.2-8 kHz band, which VGGish's 125-7500 Hz mel bank barely
-    sees; the tests bound the log-mel difference.
-    """
-    length = x.shape[-1]
-    out = int(round(length * rate_out / rate_in))
-    if out == length:
-        return x
-    spec = jnp.fft.rfft(x, axis=-1)
-    bins = out // 2 + 1
-    if bins <= spec.shape[-1]:
-        spec = spec[..., :bins]
-    else:
-        spec = jnp.pad(spec, [(0, 0)] * (x.ndim - 1) + [(0, bins - spec.shape[-1])])
-    return (jnp.fft.irfft(spec, n=out, axis=-1) * (out / length)).astype(x.dtype)
-
-
-def to_16k_mono(wave: jax.Array, sample_rate: int) -> jax.Array:
-    """``[..., T, C]`` -> ``[..., T16]``: channel mean then :func:`resample_fft` (as VGGish)."""
-    return resample_fft(jnp.mean(wave, axis=-1), int(sample_rate), SAMPLE_RATE)
-
-
-EmbedFn = Callable[[dict, jax.Array], jax.Array]
-EMBEDDINGS = ("vggish", "random_logmel")
-
-
-def _vggish_params(transfer) -> dict:
-    """VGGish params from ``vggish_dir`` (a converted model dir) or a random init (tests)."""
-    if transfer["vggish_dir"]:
-        from jaxsep.modeldir import load
-
-        model = load(transfer["vggish_dir"])
-        if not isinstance(model.module, VGGish):
-            raise JaxsepError(f"{transfer['vggish_dir']}: not a VGGish model directory")
-        return model.variables["params"]
-    rng = jax.random.PRNGKey(int(transfer["vggish_seed"]))
-    shape = jnp.zeros((1, EXAMPLE_FRAMES, 64), jnp.float32)
-    return jax.jit(VGGish().init)(rng, shape)["params"]
-
-
-def frozen_embedding(transfer: ml_collections.ConfigDict | dict) -> tuple[EmbedFn, dict]:
-    """``(embed(params, wave16k [N, T16]) -> [N, examples, 128], params)``, never trained.
-
-    ``vggish``: log-mel examples through VGGish. ``random_logmel``: the mean log-mel of each
-    0.96 s example through a fixed Gaussian projection 64 -> 128 (a cheap control with the same
-    timing, used by the tests).
-    """
-    name = transfer["embedding"]
-    if name == "vggish":
-        module = VGGish(final_relu=bool(transfer["final_relu"]))
-
-        def embed(params, wave16k):
-            return jax.lax.stop_gradient(module.apply({"params": params}, log_mel(wave16k)))
-
-        return embed, _vggish_params(transfer)
-    if name == "random_logmel":
-        rng = np.random.default_rng(int(transfer["vggish_seed"]))
-        projection = rng.standard_normal((64, EMBEDDING_SIZE)).astype(np.float32) / 8.0
-
-        def embed(params, wave16k):
-            pooled = jnp.mean(log_mel(wave16k), axis=-2)  # [N, examples, 64]
-            return jax.lax.stop_gradient(pooled @ params["projection"])
-
-        return embed, {"projection": jnp.asarray(projection)}
-    raise JaxsepError(f"config.transfer.embedding must be one of {EMBEDDINGS}, got {name!r}")
-
-
-def mixture_features(
-    embed: Callable, mixture: jax.Array, num_frames: int, hop: int, sample_rate: int
-) -> jax.Array:
-    """Concat conditioning: embeddings of ``mixture [B, T, C]`` on the STFT frames."""
-    emb = embed(to_16k_mono(mixture, sample_rate))  # [B, N, E]
-    return repeat_to_frames(emb, num_frames, hop, sample_rate, EXAMPLE_SECONDS)
-
-
-def conditioning_features(model_config: dict, wave: jax.Array) -> jax.Array:
-    """Rebuild a Concat model's ``extra`` input from its config.json for ``wave [B, T, C]``."""
-    cond = model_config.get("conditioning")
-    if not cond:
-        raise JaxsepError("model config has no 'conditioning': not a Concat model")
-    embed, params = frozen_embedding(cond)
-    kwargs = model_config["model_kwargs"]
-    frames = 1 + wave.shape[1] // kwargs["hop"]
-    rate = int(model_config["sample_rate"])
-    return mixture_features(partial(embed, params), wave, frames, kwargs["hop"], rate)
 
 
 class ProjectionHead(nn.Module):
