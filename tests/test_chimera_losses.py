@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsep import losses
+from jaxsep.losses import chimera as losses
 
 DC_CASES = ("dc_case0_mag_S2", "dc_case1_vad_S3", "dc_case2_ones_S2", "dc_case3_mag_S3_silent")
 LOSS_RTOL = 1e-5  # fixture README: float32 reference vs float32 port

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxsep import losses
 from jaxsep.errors import JaxsepError
+from jaxsep.losses import chimera as losses
 from jaxsep.models.chimera import ChimeraNet, mixture_magnitude, separate_with_mask
 from jaxsep.train.state import make_optimizer
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsep import losses_vqvae as L
+from jaxsep.losses import vqvae as L
 
 # The fixture's (arbitrary) bandwidth constants, see fixtures/jukebox/README.md.
 FIXTURE_BANDWIDTH = {"l1": 0.25, "l2": 0.05, "spec": 100.0}

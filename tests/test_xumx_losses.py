@@ -10,7 +10,7 @@ import pytest
 
 from jaxsep.audio.mel import log_mel
 from jaxsep.audio.stft import stft
-from jaxsep.losses_xumx import (
+from jaxsep.losses.xumx import (
     con_reg,
     dis_reg,
     mdl_loss,

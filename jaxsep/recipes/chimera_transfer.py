@@ -50,7 +50,7 @@ from jaxsep.data.mixing import ExcerptSampler
 from jaxsep.data.pipeline import make_batch_iterator
 from jaxsep.data.tracks import StemFolderSource, TrackSource
 from jaxsep.errors import JaxsepError
-from jaxsep.losses import chimera_loss, ideal_binary_mask, magnitude_weights
+from jaxsep.losses.chimera import chimera_loss, ideal_binary_mask, magnitude_weights
 from jaxsep.modeldir import load, save_model_dir
 from jaxsep.models.chimera import SAMPLE_RATE, ChimeraNet, mixture_magnitude
 from jaxsep.train.autoclip import autoclip_history

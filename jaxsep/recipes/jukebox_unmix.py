@@ -34,7 +34,7 @@ from jaxsep.data.pipeline import make_batch_iterator
 from jaxsep.data.tracks import MusdbSource, TrackSource
 from jaxsep.errors import JaxsepError
 from jaxsep.evaluate.metrics import sdr
-from jaxsep.losses_vqvae import bandwidth_statistics, stage1_loss, stage2_loss
+from jaxsep.losses.vqvae import bandwidth_statistics, stage1_loss, stage2_loss
 from jaxsep.modeldir import Model, load_variables, read_config, save_model_dir
 from jaxsep.models.unmix import (
     MODEL_NAME as UNMIX_MODEL,

@@ -2,16 +2,16 @@
 
 ``config.method``:
 
-* ``baseline``: X-UMX with the multi-domain + combination loss (``jaxsep.losses_xumx.mdl_loss``).
+* ``baseline``: X-UMX with the multi-domain + combination loss (``jaxsep.losses.xumx.mdl_loss``).
 * ``concat``: VGGish embeddings of the *mixture*, repeated onto the STFT frames, are concatenated
   to every source's LSTM input (after bridge 1; ``XUMX(extra_features=128)``). The model needs
   the same features at inference: config.json's ``conditioning`` says how to rebuild them
   (:func:`conditioning_features`).
 * ``conreg``: a per-source 1x1 projection (Dense, per frame) of a per-source latent to 128-d is
   pulled towards the VGGish embedding of the same source's true stem and pushed (margin 0.2)
-  from the other stems' (``losses_xumx.con_reg``); the head is dropped at export.
+  from the other stems' (``losses.xumx.con_reg``); the head is dropped at export.
 * ``disreg``: cosine distances between the sources' latents may not exceed the distances
-  between their stems' VGGish embeddings (``losses_xumx.dis_reg``).
+  between their stems' VGGish embeddings (``losses.xumx.dis_reg``).
 
 VGGish runs frozen inside the jitted step on the augmented stems / mixture (the random gains
 change log-mels, so nothing can be precomputed): channel mean, 44.1 -> 16 kHz by
@@ -41,7 +41,7 @@ from jaxsep.data.mixing import ExcerptSampler
 from jaxsep.data.pipeline import make_batch_iterator
 from jaxsep.data.tracks import MusdbSource
 from jaxsep.errors import JaxsepError
-from jaxsep.losses_xumx import con_reg, dis_reg, mdl_loss, stem_embeddings
+from jaxsep.losses.xumx import con_reg, dis_reg, mdl_loss, stem_embeddings
 from jaxsep.modeldir import save_model_dir
 from jaxsep.models.embeddings import (
     EXAMPLE_SECONDS,
