@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -285,3 +286,30 @@ def _open_musdb(root: Path, subset: str, split: str | None, setup_file: str | No
 
 def seconds_to_frames(seconds: float, sample_rate: int) -> int:
     return int(math.ceil(seconds * sample_rate))
+
+
+def musdb_source_from_config(data: Any, subset: str, split: str | None = None) -> MusdbSource:
+    """The MUSDB-layout source a recipe's `config.data` names (`root`, `setup_file`, `stems`)."""
+    if not data.root:
+        raise JaxsepError(
+            "config.data.root is empty: pass --data ROOT (a MUSDB18-HQ-layout folder)"
+        )
+    return MusdbSource(
+        data.root,
+        subset=subset,
+        split=split,
+        setup_file=data.setup_file or None,
+        stems=tuple(data.stems),
+    )
+
+
+def validation_source_from_config(data: Any) -> MusdbSource:
+    """The setup file's validation split, or the test subset when it lists none (tiny corpora)."""
+    if data.setup_file:
+        try:
+            source = musdb_source_from_config(data, "train", "valid")
+            if len(source):
+                return source
+        except JaxsepError:
+            pass  # no validation tracks listed: fall back to the test subset
+    return musdb_source_from_config(data, "test")

@@ -31,7 +31,7 @@ import optax
 from jaxsep.config import config_to_dict
 from jaxsep.data.mixing import ExcerptSampler
 from jaxsep.data.pipeline import make_batch_iterator
-from jaxsep.data.tracks import MusdbSource, TrackSource
+from jaxsep.data.tracks import MusdbSource, TrackSource, musdb_source_from_config
 from jaxsep.errors import JaxsepError
 from jaxsep.evaluate.metrics import sdr
 from jaxsep.losses.vqvae import bandwidth_statistics, stage1_loss, stage2_loss
@@ -166,18 +166,8 @@ class _FixedBatches:
 
 
 def _source(config, subset: str) -> MusdbSource:
-    if not config.data.root:
-        raise JaxsepError(
-            "config.data.root is empty: pass --data ROOT (a MUSDB18-HQ-layout folder)"
-        )
     split = "train" if config.data.setup_file and subset == "train" else None
-    return MusdbSource(
-        config.data.root,
-        subset=subset,
-        split=split,
-        setup_file=config.data.setup_file or None,
-        stems=tuple(config.data.stems),
-    )
+    return musdb_source_from_config(config.data, subset, split)
 
 
 def _excerpts(config, source: TrackSource) -> MonoExcerpts:

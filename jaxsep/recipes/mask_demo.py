@@ -18,8 +18,10 @@ from jaxsep.config import config_to_dict
 from jaxsep.data.augment import Augmentation
 from jaxsep.data.mixing import ExcerptSampler
 from jaxsep.data.pipeline import make_batch_iterator
-from jaxsep.data.tracks import MusdbSource
-from jaxsep.errors import JaxsepError
+from jaxsep.data.tracks import (
+    musdb_source_from_config,
+    validation_source_from_config,
+)
 from jaxsep.modeldir import save_model_dir
 from jaxsep.models.mask_mlp import MaskMLP, spectrogram
 from jaxsep.train.loop import default_train_config
@@ -70,32 +72,6 @@ def magnitude_loss(module: MaskMLP, params, batch: dict) -> jax.Array:
     return jnp.mean((estimate - target.reshape(estimate.shape)) ** 2)
 
 
-def _source(config: ml_collections.ConfigDict, subset: str, split: str | None) -> MusdbSource:
-    if not config.data.root:
-        raise JaxsepError(
-            "config.data.root is empty: pass --data ROOT (a MUSDB18-HQ-layout folder)"
-        )
-    return MusdbSource(
-        config.data.root,
-        subset=subset,
-        split=split,
-        setup_file=config.data.setup_file or None,
-        stems=tuple(config.data.stems),
-    )
-
-
-def _validation_source(config: ml_collections.ConfigDict) -> MusdbSource:
-    """The setup file's validation split, or the test subset when there is none (tiny corpora)."""
-    if config.data.setup_file:
-        try:
-            source = _source(config, "train", "valid")
-            if len(source):
-                return source
-        except JaxsepError:
-            pass  # no validation tracks listed: fall back to the test subset
-    return _source(config, "test", None)
-
-
 def _eval_batch(config, sampler: ExcerptSampler) -> dict:
     """Fixed validation excerpts (seeded), so eval losses are comparable across steps and runs."""
     rng = np.random.default_rng(config.seed + 1)
@@ -106,7 +82,7 @@ def _eval_batch(config, sampler: ExcerptSampler) -> dict:
 def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     """Train the mask model; returns the exported model directory `workdir/model`."""
     split = "train" if config.data.setup_file else None
-    train_source = _source(config, "train", split)
+    train_source = musdb_source_from_config(config.data, "train", split)
     sampler = ExcerptSampler(
         train_source, seconds=config.data.seconds, coherent=config.data.coherent
     )
@@ -133,7 +109,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
 
     eval_fn = None
     if config.eval_every:
-        valid_source = _validation_source(config)
+        valid_source = validation_source_from_config(config.data)
         eval_data = _eval_batch(config, ExcerptSampler(valid_source, seconds=config.data.seconds))
         eval_loss = jax.jit(lambda params: magnitude_loss(module, params, eval_data))
 

@@ -39,7 +39,10 @@ from jaxsep.config import config_to_dict
 from jaxsep.data.augment import Augmentation
 from jaxsep.data.mixing import ExcerptSampler
 from jaxsep.data.pipeline import make_batch_iterator
-from jaxsep.data.tracks import MusdbSource
+from jaxsep.data.tracks import (
+    musdb_source_from_config,
+    validation_source_from_config,
+)
 from jaxsep.errors import JaxsepError
 from jaxsep.losses.xumx import con_reg, dis_reg, mdl_loss, stem_embeddings
 from jaxsep.modeldir import save_model_dir
@@ -299,32 +302,6 @@ def mixture_stft_sources(sources: jax.Array, module: XUMX) -> jax.Array:
 # --- data and the training run -------------------------------------------------------------
 
 
-def _source(config: ml_collections.ConfigDict, subset: str, split: str | None) -> MusdbSource:
-    if not config.data.root:
-        raise JaxsepError(
-            "config.data.root is empty: pass --data ROOT (a MUSDB18-HQ-layout folder)"
-        )
-    return MusdbSource(
-        config.data.root,
-        subset=subset,
-        split=split,
-        setup_file=config.data.setup_file or None,
-        stems=tuple(config.data.stems),
-    )
-
-
-def _validation_source(config: ml_collections.ConfigDict) -> MusdbSource:
-    """The setup file's validation split, or the test subset when there is none."""
-    if config.data.setup_file:
-        try:
-            source = _source(config, "train", "valid")
-            if len(source):
-                return source
-        except JaxsepError:
-            pass
-    return _source(config, "test", None)
-
-
 def fixed_batch(sampler: ExcerptSampler, count: int, seed: int) -> dict:
     """``count`` seeded excerpts (no augmentation): the fixed validation batch."""
     rng = np.random.default_rng(seed)
@@ -352,7 +329,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     if config.method not in METHODS:
         raise JaxsepError(f"config.method must be one of {METHODS}, got {config.method!r}")
     split = "train" if config.data.setup_file else None
-    train_source = _source(config, "train", split)
+    train_source = musdb_source_from_config(config.data, "train", split)
     rate, channels = int(train_source.sample_rate), int(train_source.channels)
     sampler = ExcerptSampler(
         train_source,
@@ -402,7 +379,9 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     eval_fn = None
     if config.eval_every:
         valid = ExcerptSampler(
-            _validation_source(config), seconds=config.data.seconds, stems=tuple(config.data.stems)
+            validation_source_from_config(config.data),
+            seconds=config.data.seconds,
+            stems=tuple(config.data.stems),
         )
         eval_data = fixed_batch(valid, config.data.eval_examples, config.seed + 1)
         eval_step = jax.jit(lambda p, s, b: objective(p, s, b, jax.random.PRNGKey(0), False)[1][0])
