@@ -228,3 +228,28 @@ def test_sdr_of_tiny_stage2_vs_untrained_encoder(stage2, stage1, corpus, record_
     }
     record_property("unmix_tiny_sdr", report)
     print("unmix tiny stage-2 SDR:", report)
+
+
+def test_deploy_tool_and_separate_cli(stage2, tmp_path, capsys):
+    import importlib.util
+
+    import soundfile as sf
+
+    from jaxsep.cli import main as jaxsep_main
+
+    spec = importlib.util.spec_from_file_location("deploy_unmix", "tools/deploy_unmix.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.main(["--stem", "vocals", "--out", str(tmp_path / "bad")]) == 2
+    assert "STEM=DIR" in capsys.readouterr().err
+    deployed = tmp_path / "deployed"
+    assert tool.main(["--stem", f"{STEM}={stage2[0]}", "--out", str(deployed)]) == 0
+    song = tmp_path / "song.wav"
+    audio = np.random.default_rng(3).standard_normal((10_000, 2)).astype(np.float32) * 0.1
+    sf.write(song, audio, 44100)
+    assert (
+        jaxsep_main(["separate", str(song), "--model", str(deployed), "-o", str(tmp_path / "out")])
+        == 0
+    )
+    stem, rate = sf.read(tmp_path / "out" / "song" / f"{STEM}.wav")
+    assert rate == 44100 and stem.shape[0] == audio.shape[0] and np.isfinite(stem).all()
