@@ -36,7 +36,7 @@ fi
 case "$what" in
   install) ;;
   demo) exec .venv/bin/jaxsep demo "$@" ;;
-  test) exec .venv/bin/python -m pytest -n 2 -q tests "$@" ;;
+  test) exec .venv/bin/python -m pytest -n 2 -q --durations=15 tests "$@" ;;
   lint) .venv/bin/ruff format --check . && exec .venv/bin/ruff check . ;;
   *) echo "usage: bash tools/setup.sh {demo|test|install|lint}" >&2; exit 2 ;;
 esac
