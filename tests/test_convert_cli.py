@@ -42,6 +42,11 @@ def test_convert_writes_a_loadable_model_dir(kind, relative, extra, model, fixtu
         assert set(loaded.variables) == {"params", "codebook"}
     if kind == "umx":
         assert loaded.config["sources"] == ["vocals", "drums"]
+    if kind == "chimera":  # a mono 16 kHz model separates stereo 44.1 kHz songs
+        audio = np.random.default_rng(0).standard_normal((44100, 2)).astype(np.float32) * 0.1
+        stems = jaxsep.Separator(loaded, segment=0.5)(audio, 44100)
+        assert len(stems) == 2
+        assert all(s.shape == (44100, 1) and np.isfinite(s).all() for s in stems.values())
 
 
 def test_jukebox_formats_convert_to_identical_params(fixtures_dir, tmp_path):

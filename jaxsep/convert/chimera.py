@@ -168,6 +168,7 @@ def convert_chimera(src: str | Path) -> tuple[dict[str, Any], dict]:
         "sources": [f"source{s}" for s in range(model_kwargs["num_sources"])],
         "sample_rate": SAMPLE_RATE,
         "channels": 1,
+        "downmix": True,  # Separator averages multichannel input to mono, like the recipe
         "stft": {"n_fft": N_FFT, "hop": HOP, "window": WINDOW, "mode": "scipy"},
         "converted_from": {"format": "nussl-chimera", "path": where},
     }
