@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jaxsep.audio.io import read_audio, resample_audio, write_audio
+from jaxsep.compile_options import inference_compiler_options
 from jaxsep.errors import JaxsepError
 from jaxsep.modeldir import Model, load
 from jaxsep.train.mesh import batch_sharding, make_mesh, replicated
@@ -174,6 +175,7 @@ class Separator:
             run_batch,
             in_shardings=(replicated(mesh), self._batch_sharding),
             out_shardings=self._batch_sharding,
+            compiler_options=inference_compiler_options(self.devices[0].platform),
         )
 
     def run_batch(self, batch: np.ndarray) -> jax.Array:

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxsep.bench.cases import Case
 from jaxsep.bench.harness import summarize, time_calls
+from jaxsep.compile_options import inference_compiler_options
 from jaxsep.train.state import make_optimizer
 
 LEARNING_RATE = 1e-3
@@ -43,8 +44,8 @@ def _device_peak_bytes(device) -> int | None:
     return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
 
 
-def _compile(fn, args, precision: str, donate: tuple[int, ...] = ()):
-    jitted = jax.jit(fn, donate_argnums=donate)
+def _compile(fn, args, precision: str, donate: tuple[int, ...] = (), options=None):
+    jitted = jax.jit(fn, donate_argnums=donate, compiler_options=options)
     ctx = matmul_precision(precision) if precision else contextlib.nullcontext()
     start = time.perf_counter()
     with ctx:
@@ -81,7 +82,9 @@ def prepare_jax(
     ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step donates them
 
     result: dict[str, Any] = {"variant": variant}
-    infer_c, result["infer_compile_s"] = _compile(infer, (variables, x), precision)
+    # inference is compiled as jaxsep compiles it for users (jaxsep.compile_options)
+    options = inference_compiler_options(device.platform)
+    infer_c, result["infer_compile_s"] = _compile(infer, (variables, x), precision, (), options)
     train_c, result["compile_s"] = _compile(train_step, (ts, x, target, key), precision, (0,))
     result["train_memory_bytes"] = _compiled_bytes(train_c)
     result["infer_memory_bytes"] = _compiled_bytes(infer_c)
