@@ -32,6 +32,9 @@ def default_allow_list() -> list[Any]:
         torch.torch_version.TorchVersion,
         multiarray.scalar,
         multiarray._reconstruct,
+        # the same two under numpy 1's module name: files saved before numpy 2 (most public ones)
+        (multiarray.scalar, "numpy.core.multiarray.scalar"),
+        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
         np.ndarray,
         np.dtype,
         *sorted(set(dtype_classes), key=lambda c: c.__name__),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxsep.convert.torch_io import load_torch_checkpoint
 from jaxsep.errors import JaxsepError
 from jaxsep.models.vggish import CONV_LAYERS, DENSE_LAYERS, EMBEDDING_SIZE
 
@@ -101,23 +102,6 @@ def pca_to_variables(pca: Mapping[str, np.ndarray], source: str = "pca") -> dict
     return {"eigen_vectors": vectors, "means": means.reshape(EMBEDDING_SIZE)}
 
 
-_NUMPY_DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")
-
-
-def _numpy_safe_globals() -> list:
-    """The globals a pickled ndarray needs, under numpy 2 and numpy 1 module names."""
-    from numpy._core import multiarray
-
-    dtype_classes = [type(np.dtype(name)) for name in _NUMPY_DTYPES]
-    return [
-        multiarray._reconstruct,
-        (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-        np.ndarray,
-        np.dtype,
-        *dtype_classes,
-    ]
-
-
 def _to_numpy(value, path: Path, key: str) -> np.ndarray:
     import torch
 
@@ -131,20 +115,11 @@ def _to_numpy(value, path: Path, key: str) -> np.ndarray:
 def load_torch_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A ``.pth`` holding a flat dict of tensors / numpy arrays -> ``{key: numpy array}``.
 
-    Uses ``torch.load(weights_only=True)`` with numpy arrays allowed; a missing, corrupt or
-    non-dict file raises a one-line :class:`JaxsepError` naming the file.
+    Reads through `convert.torch_io.load_torch_checkpoint` (weights_only + allow-list); a missing,
+    corrupt or non-dict file raises a one-line :class:`JaxsepError` naming the file.
     """
-    import torch
-
     path = Path(path)
-    if not path.is_file():
-        raise JaxsepError(f"{path}: no such checkpoint file")
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types (pickle, zip, runtime) for bad files
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        raise JaxsepError(f"{path}: cannot read PyTorch checkpoint ({reason})") from None
+    loaded = load_torch_checkpoint(path)
     if isinstance(loaded, Mapping) and "state_dict" in loaded and len(loaded) <= 3:
         loaded = loaded["state_dict"]  # tolerate {"state_dict": ...} wrappers
     if not isinstance(loaded, Mapping):
