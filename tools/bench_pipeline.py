@@ -14,18 +14,13 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
+from jaxsep.bench.pipeline import STEMS, pipeline_rate, write_corpus
 from jaxsep.data.augment import Augmentation
 from jaxsep.data.mixing import ExcerptSampler
-from jaxsep.data.pipeline import batch_dataset, make_dataset
 from jaxsep.data.tracks import StemFolderSource
 
-STEMS = ("drums", "bass", "other", "vocals")
 MODES = {
     "off": Augmentation(),
     "gain_swap": Augmentation(gain=True, channel_swap=True),
@@ -35,38 +30,8 @@ MODES = {
 }
 
 
-def write_corpus(root: Path, songs: int = 4, seconds: float = 30.0, sr: int = 44100) -> None:
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * sr)) / sr
-    for k in range(songs):
-        folder = root / f"song{k}"
-        folder.mkdir(parents=True)
-        for s, name in enumerate(STEMS):
-            tone = np.sin(2 * np.pi * 110 * (s + 1) * (1 + 0.01 * k) * t)
-            audio = 0.2 * (tone[:, None] + 0.05 * rng.standard_normal((t.size, 2)))
-            sf.write(folder / f"{name}.wav", audio.astype(np.float32), sr, subtype="PCM_16")
-
-
 def measure(sampler, mode: str, workers: int, batch_size: int, batches: int) -> dict:
-    dataset = make_dataset(sampler, seed=0, augment=MODES[mode])
-    iterator = iter(
-        batch_dataset(
-            dataset,
-            global_batch_size=batch_size,
-            process_index=0,
-            process_count=1,
-            workers=workers,
-        )
-    )
-    next(iterator)  # warm-up: worker start, librosa's lazy imports and caches
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
-    for _ in range(batches):
-        next(iterator)
-    wall = time.perf_counter() - start_wall
-    cpu = time.process_time() - start_cpu
-    if hasattr(iterator, "close"):
-        iterator.close()
-    examples = batches * batch_size
+    rate, cpu_per_example = pipeline_rate(sampler, MODES[mode], workers, batch_size, batches)
     return {
         "bench": "pipeline",
         "augment": mode,
@@ -75,8 +40,8 @@ def measure(sampler, mode: str, workers: int, batch_size: int, batches: int) -> 
         "stems": len(STEMS),
         "batch_size": batch_size,
         "batches": batches,
-        "examples_per_s": round(examples / wall, 2),
-        "main_process_cpu_s_per_example": round(cpu / examples, 4),
+        "examples_per_s": round(rate, 2),
+        "main_process_cpu_s_per_example": round(cpu_per_example, 4),
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
@@ -96,7 +61,7 @@ def main() -> None:
         root = args.data
         if root is None:
             root = Path(tmp)
-            write_corpus(root)
+            write_corpus(root, songs=4, seconds=30.0)
         source = StemFolderSource(root, stems=STEMS)
         sampler = ExcerptSampler(source, seconds=args.seconds)
         for mode in args.modes.split(","):

@@ -45,7 +45,9 @@ def write_corpus(root: Path, songs: int, seconds: float, sr: int = SAMPLE_RATE) 
             sf.write(folder / f"{name}.wav", audio.astype(np.float32), sr, subtype="PCM_16")
 
 
-def _examples_per_s(sampler, augment, workers: int, batch: int, batches: int) -> float:
+def pipeline_rate(sampler, augment, workers: int, batch: int, batches: int) -> tuple[float, float]:
+    """`(examples/s, main-process CPU seconds per example)` of the grain pipeline, timed over
+    `batches` batches after one warm-up batch (worker start-up, lazy imports)."""
     from jaxsep.data.pipeline import batch_dataset, make_dataset
 
     dataset = make_dataset(sampler, seed=0, augment=augment)
@@ -54,14 +56,15 @@ def _examples_per_s(sampler, augment, workers: int, batch: int, batches: int) ->
             dataset, global_batch_size=batch, process_index=0, process_count=1, workers=workers
         )
     )
-    next(iterator)  # warm-up: worker start-up, lazy imports
-    start = time.perf_counter()
+    next(iterator)
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(iterator)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     if hasattr(iterator, "close"):
         iterator.close()
-    return batches * batch / seconds
+    examples = batches * batch
+    return examples / seconds, cpu / examples
 
 
 def bench_pipeline(
@@ -86,7 +89,7 @@ def bench_pipeline(
         for mode, augment in modes.items():
             for n in workers if workers is not None else s["workers"]:
                 load_start = harness.load_average()
-                rate = _examples_per_s(sampler, augment, n, s["batch"], s["batches"])
+                rate, _ = pipeline_rate(sampler, augment, n, s["batch"], s["batches"])
                 record = {
                     "bench": "pipeline",
                     "model": "pipeline",
