@@ -179,3 +179,19 @@ def make_batch_iterator(
         workers=workers,
     )
     return BatchIterator(batches, sharding)
+
+
+def batch_iterator_from_config(
+    sampler: Any, config: Any, mesh: jax.sharding.Mesh, augment: Augmentation | None = None
+) -> BatchIterator:
+    """`make_batch_iterator` with a recipe config's `seed`, `batch_size`,
+    `data.examples_per_epoch` and `data.workers` (the keys every recipe trains with)."""
+    return make_batch_iterator(
+        sampler,
+        seed=config.seed,
+        global_batch_size=config.batch_size,
+        mesh=mesh,
+        augment=augment,
+        num_examples_per_epoch=config.data.examples_per_epoch,
+        workers=config.data.workers,
+    )

@@ -47,7 +47,7 @@ from jaxsep.audio.io import resample_audio
 from jaxsep.config import config_to_dict
 from jaxsep.data.augment import Augmentation
 from jaxsep.data.mixing import ExcerptSampler
-from jaxsep.data.pipeline import make_batch_iterator
+from jaxsep.data.pipeline import batch_iterator_from_config
 from jaxsep.data.tracks import StemFolderSource, TrackSource
 from jaxsep.errors import JaxsepError
 from jaxsep.losses.chimera import chimera_loss, ideal_binary_mask, magnitude_weights
@@ -376,15 +376,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
     augment = Augmentation(
         pitch_shift=config.data.augment.pitch_shift, time_stretch=config.data.augment.time_stretch
     )
-    train_iter = make_batch_iterator(
-        sampler,
-        seed=config.seed,
-        global_batch_size=config.batch_size,
-        mesh=make_mesh(),
-        augment=augment,
-        num_examples_per_epoch=config.data.examples_per_epoch,
-        workers=config.data.workers,
-    )
+    train_iter = batch_iterator_from_config(sampler, config, make_mesh(), augment)
     kwargs = model_kwargs(config)
     module = ChimeraNet(**kwargs)
     sample = jnp.zeros((1, 8, kwargs["num_bins"]), jnp.float32)

@@ -30,7 +30,7 @@ import optax
 
 from jaxsep.config import config_to_dict
 from jaxsep.data.mixing import ExcerptSampler
-from jaxsep.data.pipeline import make_batch_iterator
+from jaxsep.data.pipeline import batch_iterator_from_config
 from jaxsep.data.tracks import MusdbSource, TrackSource, musdb_source_from_config
 from jaxsep.errors import JaxsepError
 from jaxsep.evaluate.metrics import sdr
@@ -196,14 +196,7 @@ def _train_iterator(config, excerpts: MonoExcerpts):
             for i in range(config.data.overfit_batches)
         ]
         return _FixedBatches(batches)
-    return make_batch_iterator(
-        excerpts,
-        seed=config.seed,
-        global_batch_size=config.batch_size,
-        mesh=make_mesh(),
-        num_examples_per_epoch=config.data.examples_per_epoch,
-        workers=config.data.workers,
-    )
+    return batch_iterator_from_config(excerpts, config, make_mesh())
 
 
 def compute_bandwidth(config, source: TrackSource) -> dict[str, float]:

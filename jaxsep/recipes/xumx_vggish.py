@@ -38,7 +38,7 @@ from jaxsep.audio.stft import istft
 from jaxsep.config import config_to_dict
 from jaxsep.data.augment import Augmentation
 from jaxsep.data.mixing import ExcerptSampler
-from jaxsep.data.pipeline import make_batch_iterator
+from jaxsep.data.pipeline import batch_iterator_from_config
 from jaxsep.data.tracks import (
     musdb_source_from_config,
     validation_source_from_config,
@@ -366,15 +366,7 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
         return params, state
 
     mesh = make_mesh()
-    train_iter = make_batch_iterator(
-        sampler,
-        seed=config.seed,
-        global_batch_size=config.batch_size,
-        mesh=mesh,
-        augment=augment,
-        num_examples_per_epoch=config.data.examples_per_epoch,
-        workers=config.data.workers,
-    )
+    train_iter = batch_iterator_from_config(sampler, config, mesh, augment)
 
     eval_fn = None
     if config.eval_every:
