@@ -42,7 +42,7 @@ import numpy as np
 
 from jaxsep.audio.stft import stft
 from jaxsep.errors import JaxsepError
-from jaxsep.nn.lstm import LSTM, param_names, recurrence
+from jaxsep.nn.lstm import LSTM, input_gates, param_names, recurrence
 
 Array = jax.Array
 
@@ -65,30 +65,29 @@ def mixture_stft(wave: Array, n_fft: int, hop: int, center: bool = True) -> Arra
     return jnp.moveaxis(spec, -3, -1)
 
 
-def _stack_layer(weights: Sequence[dict], layer: int, directions: int) -> tuple[Array, ...]:
-    """W_ih [S, D, 4H, F], W_hh [S, D, 4H, H], bias [S, D, 4H] of one layer for all sources."""
+def _layer_weights(weights: Sequence[dict], layer: int, directions: int) -> tuple[list, ...]:
+    """W_ih, W_hh, b_ih + b_hh of one layer, per (source, direction) in that order, unstacked."""
     names = [param_names(layer, reverse) for reverse in (False, True)[:directions]]
-    w_ih, w_hh, b_ih, b_hh = (
-        jnp.stack([jnp.stack([w[n[i]] for n in names]) for w in weights]) for i in range(4)
-    )
-    return w_ih, w_hh, b_ih + b_hh
+    per = [(w[n[0]], w[n[1]], w[n[2]] + w[n[3]]) for w in weights for n in names]
+    return tuple(list(t) for t in zip(*per))
 
 
-def fused_lstm_layer(x: Array, w_ih: Array, w_hh: Array, bias: Array) -> Array:
+def fused_lstm_layer(x: Array, w_ih: list, w_hh: list, bias: list) -> Array:
     """One (bi)LSTM layer of every source at once: x `[S, B, T, F]` -> `[S, B, T, D*H]`.
 
     The S sources x D directions run as S*D independent recurrences in a single `lax.scan`
-    (jaxsep.nn.lstm's, with its fast custom backward), instead of S scans of D.
+    (jaxsep.nn.lstm's, with its fast custom backward), instead of S scans of D. Weights come
+    per (source, direction) in torch layout and are projected in place (`input_gates`).
     """
-    sources, directions, gates, _ = w_ih.shape
-    hidden = gates // 4
+    sources = x.shape[0]
+    directions = len(w_ih) // sources
+    gates, hidden = w_hh[0].shape
     batch, steps = x.shape[1], x.shape[2]
-    gates_x = jnp.einsum("sbtf,sdgf->tsdbg", x, w_ih) + bias[None, :, :, None, :]
-    if directions == 2:  # the reverse direction reads the sequence backwards
-        gates_x = jnp.stack([gates_x[:, :, 0], gates_x[::-1, :, 1]], axis=2)
-    gates_x = gates_x.reshape(steps, sources * directions, batch, gates)
+    inputs = [x[r // directions].swapaxes(0, 1) for r in range(len(w_ih))]  # [T, B, F]
+    reverse = [bool(r % directions) for r in range(len(w_ih))]
+    gates_x = input_gates(inputs, w_ih, bias, reverse)
     h0 = jnp.zeros((sources * directions, batch, hidden), gates_x.dtype)
-    hs, _ = recurrence(gates_x, w_hh.reshape(sources * directions, gates, hidden), h0, h0)
+    hs, _ = recurrence(gates_x, w_hh, h0, h0)
     hs = hs.reshape(steps, sources, directions, batch, hidden)
     if directions == 2:
         hs = jnp.stack([hs[:, :, 0], hs[::-1, :, 1]], axis=2)
@@ -245,7 +244,7 @@ class XUMX(nn.Module):
             if layer > 0 and train and rate > 0.0:
                 keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate, x.shape)
                 x = jnp.where(keep, x / (1.0 - rate), 0.0)
-            x = fused_lstm_layer(x, *_stack_layer(weights, layer, directions))
+            x = fused_lstm_layer(x, *_layer_weights(weights, layer, directions))
         return list(x)
 
     def __call__(self, wave: Array, train: bool = False, extra: Array | None = None) -> Array:

@@ -59,8 +59,17 @@ def param_names(layer: int, reverse: bool) -> tuple[str, str, str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# The recurrence: gates_x [T, D, B, 4H] (input projection + both biases, already time-reversed
-# for the reverse direction), W_hh [D, 4H, H], h0/c0 [D, B, H] -> hs [T, D, B, H], (h_T, c_T).
+# The recurrence: gates_x [T, R, B, 4H] (input projection + both biases, already time-reversed
+# for a reverse direction), W_hh as R torch-layout [4H, H] arrays, h0/c0 [R, B, H]
+# -> hs [T, R, B, H], (h_T, c_T).
+#
+# Why the weights stay R separate torch-layout arrays: XLA:CPU moves memory slowly in concat /
+# transpose fusions (~2-4 GB/s here), and stacking them (forward), restacking (backward) and
+# unstacking the stacked dW_hh copied every recurrent weight three times per training step. Now
+# the forward makes one transposed stack W_hh^T [R, H, 4H] for its batched per-step dot (one
+# batched dot beat R small ones), the backward contracts each [4H, H] weight in place, and each
+# dW_hh comes out on its own. X-UMX at batch 2 x 1 s, one thread, with `input_gates`: train step
+# 421 -> 358 ms, inference 159 -> 128 ms (`tools/profile_step.py xumx train`).
 
 
 def _cell(z: Array, c: Array) -> tuple[Array, Array, Array]:
@@ -73,17 +82,29 @@ def _cell(z: Array, c: Array) -> tuple[Array, Array, Array]:
 
 
 def _recurrent_matmul(h: Array, w_hh_t: Array, precision: Any) -> Array:
-    """h [D, B, H] @ W_hh^T, with W_hh^T [D, H, 4H] transposed once outside the loop (measured
-    ~20% faster per step on XLA:CPU than contracting torch's [4H, H] layout inside the scan)."""
-    return jnp.einsum("dbh,dhg->dbg", h, w_hh_t, precision=precision)
+    """h [R, B, H] @ W_hh^T [R, H, 4H] -> [R, B, 4H]. The weights are transposed once outside
+    the loop (measured ~20% faster per step on XLA:CPU than contracting torch's [4H, H] layout
+    inside the scan)."""
+    return jnp.einsum("rbh,rhg->rbg", h, w_hh_t, precision=precision)
+
+
+def _as_weights(w_hh: Array | Sequence[Array]) -> tuple[Array, ...]:
+    return (
+        tuple(w_hh) if isinstance(w_hh, (list, tuple)) else tuple(w_hh[r] for r in range(len(w_hh)))
+    )
 
 
 def recurrence_autodiff(
-    gates_x: Array, w_hh: Array, h0: Array, c0: Array, precision: Any = None, unroll: int = 1
+    gates_x: Array,
+    w_hh: Array | Sequence[Array],
+    h0: Array,
+    c0: Array,
+    precision: Any = None,
+    unroll: int = 1,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference)."""
 
-    w_hh_t = w_hh.swapaxes(1, 2)
+    w_hh_t = jnp.stack([w.T for w in _as_weights(w_hh)])
 
     def step(carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
         h, c = carry
@@ -94,16 +115,26 @@ def recurrence_autodiff(
     return hs, (h, c)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def recurrence(
-    gates_x: Array, w_hh: Array, h0: Array, c0: Array, precision: Any = None, unroll: int = 1
+    gates_x: Array,
+    w_hh: Array | Sequence[Array],
+    h0: Array,
+    c0: Array,
+    precision: Any = None,
+    unroll: int = 1,
 ) -> tuple[Array, tuple[Array, Array]]:
-    """Same as `recurrence_autodiff`, with a backward pass that emits d(gates) per step only."""
+    """Same as `recurrence_autodiff`, with a backward pass that emits d(gates) per step only,
+    so each dW_hh is one [4H, T*B] x [T*B, H] matmul. `w_hh`: R arrays [4H, H] (or [R, 4H, H])."""
+    return _recurrence(gates_x, _as_weights(w_hh), h0, c0, precision, unroll)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _recurrence(gates_x, w_hh, h0, c0, precision, unroll):
     return recurrence_autodiff(gates_x, w_hh, h0, c0, precision, unroll)
 
 
 def _recurrence_fwd(gates_x, w_hh, h0, c0, precision, unroll):
-    w_hh_t = w_hh.swapaxes(1, 2)
+    w_hh_t = jnp.stack([w.T for w in w_hh])
 
     def step(carry, gx):
         h, c = carry
@@ -135,19 +166,44 @@ def _recurrence_bwd(precision, unroll, residuals, cotangents):
             ],
             axis=-1,
         )
-        dh_prev = jnp.einsum("dbg,dgh->dbh", dz, w_hh, precision=precision)
+        dh_prev = jnp.stack([jnp.dot(dz[r], w, precision=precision) for r, w in enumerate(w_hh)])
         return (dh_prev, dc * f), dz
 
     (d_h0, d_c0), d_gates = lax.scan(
         step, (d_h_last, d_c_last), (d_hs, acts, cs, c_prev), reverse=True, unroll=unroll
     )
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    # The whole point of the custom VJP: dW_hh is one [4H, T*B] x [T*B, H] matmul per direction.
-    d_w_hh = jnp.einsum("tdbg,tdbh->dgh", d_gates, h_prev, precision=precision)
+    # The whole point of the custom VJP: each dW_hh is one [4H, T*B] x [T*B, H] matmul.
+    d_w_hh = tuple(
+        jnp.einsum("tbg,tbh->gh", d_gates[:, r], h_prev[:, r], precision=precision)
+        for r in range(len(w_hh))
+    )
     return d_gates, d_w_hh, d_h0, d_c0
 
 
-recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+def input_gates(
+    inputs: Sequence[Array],
+    w_ih: Sequence[Array],
+    biases: Sequence[Array],
+    reverse: Sequence[bool],
+    precision: Any = None,
+) -> Array:
+    """Input projections of R recurrences, stacked time-major: ``gates_x [T, R, B, 4H]``.
+
+    ``inputs[r]`` is ``[T, B, F_r]``, ``w_ih[r]`` torch's ``[4H, F_r]``, ``biases[r]`` ``[4H]``;
+    a reverse recurrence's gates are flipped in time. Each projection contracts the weight in
+    place: stacking R weight matrices first costs a copy of every weight per call (measured on
+    XLA:CPU: a 16 MB concat fusion per X-UMX layer took as long as the projection matmul itself),
+    while the stacked outputs are small at the batch sizes where the weights dominate.
+    """
+    gates = []
+    for x, w, b, rev in zip(inputs, w_ih, biases, reverse, strict=True):
+        g = jnp.einsum("gf,ftb->gtb", w, x.transpose(2, 0, 1), precision=precision)
+        gates.append((g[:, ::-1] if rev else g) + b[:, None, None])
+    return jnp.stack(gates, axis=0).transpose(2, 0, 3, 1)
 
 
 def lstm_layer_scan(
@@ -164,13 +220,11 @@ def lstm_layer_scan(
 ) -> tuple[Array, Array, Array]:
     """One (bi)directional LSTM layer, time-major.
 
-    x [T, B, F]; w_ih [D, 4H, F]; w_hh [D, 4H, H]; bias [D, 4H] (b_ih + b_hh); h0, c0 [D, B, H]
-    with D = 1 (forward) or 2 (forward, reverse). Returns y [T, B, D*H], h_T and c_T [D, B, H].
+    x [T, B, F]; w_ih, w_hh, bias: D per-direction torch-layout arrays ([4H, F], [4H, H],
+    [4H] = b_ih + b_hh); h0, c0 [D, B, H] with D = 1 (forward) or 2 (forward, reverse). Returns y [T, B, D*H], h_T and c_T [D, B, H].
     """
-    directions = w_ih.shape[0]
-    gates_x = jnp.einsum("tbf,dgf->tdbg", x, w_ih, precision=precision) + bias[:, None, :]
-    if directions == 2:
-        gates_x = jnp.stack([gates_x[:, 0], gates_x[::-1, 1]], axis=1)
+    directions = len(w_ih)
+    gates_x = input_gates([x] * directions, w_ih, bias, (False, True)[:directions], precision)
     run = recurrence if custom_vjp else recurrence_autodiff
     hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll)
     if directions == 2:
@@ -341,12 +395,12 @@ class LSTM(nn.Module):
             if use_cudnn:
                 y, h_n, c_n = lstm_cudnn(y, [layer_params], h0[states], c0[states], self.precision)
             else:
-                w_ih, w_hh, b_ih, b_hh = (jnp.stack(w) for w in zip(*layer_params))
+                w_ih, w_hh, b_ih, b_hh = zip(*layer_params)
                 y, h_n, c_n = lstm_layer_scan(
                     y,
                     w_ih,
                     w_hh,
-                    b_ih + b_hh,
+                    [i + h for i, h in zip(b_ih, b_hh)],
                     h0[states],
                     c0[states],
                     custom_vjp=self.custom_vjp,
