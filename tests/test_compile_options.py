@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxsep.compile_options import inference_compiler_options
+from jaxsep.compile_options import donate_train_state, inference_compiler_options
 from jaxsep.models.vggish import VGGish
 
 
@@ -23,3 +23,8 @@ def test_options_leave_vggish_outputs_unchanged():
     text = tuned.lower(variables, x).compile().as_text()
     assert "__ynn_fusion" not in text  # the option really reached the compiler
     np.testing.assert_allclose(tuned(variables, x), plain, rtol=1e-5, atol=1e-6)
+
+
+def test_train_state_is_donated_on_accelerators_only():
+    assert donate_train_state("gpu") and donate_train_state("tpu")
+    assert not donate_train_state("cpu")

@@ -1,5 +1,6 @@
 """The JAX half of a case: a jitted train step (forward, loss, backward, Adam) with the train
-state donated, a jitted inference call, both compiled ahead of time so compile time is reported
+state donated on accelerators (not on CPU: `compile_options.donate_train_state`, as jaxsep's
+trainer does), a jitted inference call, both compiled ahead of time so compile time is reported
 apart from the step time."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from jaxsep.bench.cases import Case
 from jaxsep.bench.harness import summarize, time_calls
-from jaxsep.compile_options import inference_compiler_options
+from jaxsep.compile_options import donate_train_state, inference_compiler_options
 from jaxsep.train.state import make_optimizer
 
 LEARNING_RATE = 1e-3
@@ -79,13 +80,15 @@ def prepare_jax(
     params = variables["params"]
     state = {k: v for k, v in variables.items() if k != "params"}
     ts = {"params": params, "state": state, "opt_state": jax.jit(tx.init)(params)}
-    ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step donates them
+    ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step may donate them
 
     result: dict[str, Any] = {"variant": variant}
     # inference is compiled as jaxsep compiles it for users (jaxsep.compile_options)
     options = inference_compiler_options(device.platform)
     infer_c, result["infer_compile_s"] = _compile(infer, (variables, x), precision, (), options)
-    train_c, result["compile_s"] = _compile(train_step, (ts, x, target, key), precision, (0,))
+    donate = (0,) if donate_train_state(device.platform) else ()
+    train_c, result["compile_s"] = _compile(train_step, (ts, x, target, key), precision, donate)
+    result["donated"] = bool(donate)
     result["train_memory_bytes"] = _compiled_bytes(train_c)
     result["infer_memory_bytes"] = _compiled_bytes(infer_c)
 

@@ -147,6 +147,8 @@ def _mode_record(case, mode: str, jax_r: dict, torch_r: dict, peak: float | None
         "peak_flops": peak,
         "notes": case.notes,
     }
+    if mode == "train" and "donated" in jax_r:
+        record["jax_donated_state"] = jax_r["donated"]
     compile_key = "compile_s" if mode == "train" else "infer_compile_s"
     memory_key = f"{mode}_memory_bytes"
     for side, r in (("jax", jax_r), ("torch", torch_r)):

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from jaxsep.compile_options import donate_train_state
 from jaxsep.errors import JaxsepError
 from jaxsep.train.checkpoint import RunCheckpointer
 from jaxsep.train.mesh import batch_sharding, make_mesh, replicated
@@ -154,7 +155,8 @@ def _compiled_functions(init_fn, loss_fn, tx, freeze: tuple[str, ...], mesh):
 
     Cached, so calling `train` again in one process (a resume, a test) does not recompile:
     parameters and optimizer state are replicated (`replicated(mesh)` is a pytree prefix for the
-    whole state), the batch is split on `data`, and the state buffers are donated to the step.
+    whole state), the batch is split on `data`, and the state buffers are donated to the step
+    on accelerators (not on CPU, where donation is slower: `compile_options.donate_train_state`).
     """
     repl = replicated(mesh)
 
@@ -167,7 +169,7 @@ def _compiled_functions(init_fn, loss_fn, tx, freeze: tuple[str, ...], mesh):
         make_train_step(loss_fn, tx, freeze),
         in_shardings=(repl, batch_sharding(mesh), repl),
         out_shardings=(repl, repl),
-        donate_argnums=0,
+        donate_argnums=0 if donate_train_state(mesh.devices.flat[0].platform) else (),
     )
     return jax.jit(init, out_shardings=repl), step
 
