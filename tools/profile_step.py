@@ -1,0 +1,140 @@
+"""Where the time of one benchmark case goes: a jax.profiler trace, summed per XLA op.
+
+Builds the `jaxsep bench` case (same model, weights and batch), compiles its training step
+(forward, loss, backward, Adam) or its inference exactly as the bench does, times it, then traces
+a few calls and prints the slowest thunks and the time per source-level op (the HLO `op_name`
+metadata, e.g. ``XUMX._fused_recur/while``). This is how the LSTM weight-relayout copies in
+`jaxsep.nn.lstm` were found.
+
+    .venv/bin/python tools/profile_step.py xumx train --threads 1
+    .venv/bin/python tools/profile_step.py chimera infer --size cpu --top 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import re
+import statistics
+import tempfile
+import time
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=("xumx", "umx", "chimera", "vqvae", "vggish"))
+    parser.add_argument("mode", choices=("train", "infer"))
+    parser.add_argument("--size", default="cpu", choices=("tiny", "cpu", "paper"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--calls", type=int, default=5, help="traced calls")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--donate",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="donate the train state (auto: as the bench and trainer, only on accelerators)",
+    )
+    return parser.parse_args()
+
+
+def _compiled(case, mode: str, donate: str = "auto"):
+    import jax
+
+    from jaxsep.bench.jax_side import LEARNING_RATE
+    from jaxsep.compile_options import donate_train_state, inference_compiler_options
+    from jaxsep.train.state import make_optimizer
+
+    infer, loss = case.jax_program(case.jax_variants[0])
+    variables = jax.tree.map(jax.numpy.asarray, case.variables)
+    x = jax.numpy.asarray(case.inputs)
+    if mode == "infer":
+        options = inference_compiler_options(jax.default_backend())
+        compiled = jax.jit(infer, compiler_options=options).lower(variables, x).compile()
+        return compiled, lambda: jax.block_until_ready(compiled(variables, x))
+    tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
+    params = variables["params"]
+    state = {k: v for k, v in variables.items() if k != "params"}
+    target, key = jax.tree.map(jax.numpy.asarray, case.target), jax.random.key(0)
+
+    def step(ts, x, t, key):
+        grad_fn = jax.value_and_grad(loss, has_aux=True)
+        (value, new_state), grads = grad_fn(ts["params"], ts["state"], x, t, key)
+        updates, opt_state = tx.update(grads, ts["opt_state"], ts["params"])
+        params = jax.tree.map(lambda p, u: p + u, ts["params"], updates)
+        return {"params": params, "state": new_state, "opt_state": opt_state}, value
+
+    holder = {"ts": {"params": params, "state": state, "opt_state": tx.init(params)}}
+    holder["ts"] = jax.tree.map(lambda a: a.copy(), holder["ts"])  # own buffers
+    if donate == "auto":
+        donate = "yes" if donate_train_state(jax.default_backend()) else "no"
+    donated = 0 if donate == "yes" else ()
+    compiled = jax.jit(step, donate_argnums=donated).lower(holder["ts"], x, target, key).compile()
+
+    def run():
+        holder["ts"], value = compiled(holder["ts"], x, target, key)
+        return jax.block_until_ready(value)
+
+    return compiled, run
+
+
+def _op_names(hlo_text: str) -> dict[str, str]:
+    names = {}
+    for line in hlo_text.splitlines():
+        match = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]+)\"", line)
+        if match:
+            names[match.group(1)] = match.group(2)
+    return names
+
+
+def main() -> None:
+    args = _parse()
+    from jaxsep.bench.runner import configure_threads
+
+    configure_threads(args.threads)
+    import jax
+
+    from jaxsep.bench.cases import build_case
+
+    case = build_case(args.model, args.size)
+    compiled, run = _compiled(case, args.mode, args.donate)
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    print(f"{args.model} {args.mode} {args.size}: median {statistics.median(times) * 1e3:.1f} ms")
+
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            for _ in range(args.calls):
+                run()
+        path = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)[0]
+        events = json.load(gzip.open(path))["traceEvents"]
+    per_thunk = collections.Counter()
+    calls = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X":
+            per_thunk[event["name"]] += event["dur"] / 1e3 / args.calls
+            calls[event["name"]] += 1
+    names = _op_names(compiled.as_text())
+    print("\nslowest XLA thunks (ms per call, executions per call):")
+    thunks = [(k, v) for k, v in per_thunk.most_common() if k in names]
+    for name, ms in thunks[: args.top]:
+        print(f"{ms:9.2f}  {calls[name] // args.calls:5d}x  {name}")
+    per_op = collections.Counter()
+    for name, ms in thunks:
+        parts = re.sub(r"jit\(\w+\)/", "", names[name]).split("/")
+        per_op["/".join(parts[-3:])] += ms
+    print("\nper source op (ms per call):")
+    for name, ms in per_op.most_common(args.top):
+        print(f"{ms:9.2f}  {name}")
+    print(f"{sum(per_op.values()):9.2f}  attributed in all")
+
+
+if __name__ == "__main__":
+    main()
