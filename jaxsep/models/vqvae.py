@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jaxsep.nn.polyphase import StridedConv1d, TransposedConv1d
 from jaxsep.nn.vq import VectorQuantizer
 
 
@@ -150,7 +151,8 @@ class EncoderBlock(nn.Module):
         stride = cfg.strides_t[self.block]
         stack = _res_stack_class(cfg)
         for i in range(cfg.downs_t[self.block]):
-            x = _conv(width, 2 * stride, f"down_{i}", stride=stride)(x)
+            # = _conv(width, 2 * stride, ..., stride=stride), as polyphase matmuls (fast backward)
+            x = StridedConv1d(width, stride, stride // 2, name=f"down_{i}")(x)
             x = stack(cfg, width, depth, name=f"res_{i}")(x)
         return _conv(cfg.emb_width, 3, "proj_out")(x)
 
@@ -171,16 +173,10 @@ class DecoderBlock(nn.Module):
         x = _conv(width, 3, "proj_in")(x)
         for i in range(down):
             x = stack(cfg, width, depth, reverse=cfg.reverse_decoder_dilation, name=f"res_{i}")(x)
-            kernel, pad = 2 * stride, stride // 2
-            # Torch ConvTranspose1d(k, s, p) == conv of the s-dilated input padded by k-1-p.
-            x = nn.ConvTranspose(
-                cfg.emb_width if i == down - 1 else width,
-                (kernel,),
-                strides=(stride,),
-                padding=((kernel - 1 - pad, kernel - 1 - pad),),
-                transpose_kernel=True,
-                name=f"up_{i}",
-            )(x)
+            # Torch ConvTranspose1d(2s, s, s // 2) with nn.ConvTranspose's parameters, as
+            # polyphase matmuls (XLA:CPU runs the dilated-input convolution slowly)
+            features = cfg.emb_width if i == down - 1 else width
+            x = TransposedConv1d(features, stride, stride // 2, name=f"up_{i}")(x)
         return x
 
 
