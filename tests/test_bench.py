@@ -123,6 +123,12 @@ def test_pipeline_bench_and_table(tmp_path):
         in table
     )
     assert "| tiny | off | 0 |" in table and "xumx" in table.split("| tiny | off")[1]
+    bss = {"bench": "bsseval", "signals": "s", "device": "d", "jax_s": 1.0, "museval_s": 22.0,
+           "speedup": 22.0, "max_abs_diff_db": 1e-13, "git_revision": "abc"}  # fmt: skip
+    (tmp_path / "cpu" / "bsseval.jsonl").write_text(json.dumps(bss) + "\n")
+    table = render_table(read_records([tmp_path]))
+    assert "### ?" not in table  # a BSSEval record is not a device of its own
+    assert "| s | d | 1 | 22 | 22 | 1.0e-13 | abc |" in table
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\nouttro\n")

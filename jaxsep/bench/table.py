@@ -133,7 +133,8 @@ def _pipeline_rows(records: list[dict]) -> list[str]:
 
 def render_table(records: list[dict]) -> str:
     """Markdown: per device, a table of model records and one of pipeline records."""
-    records = latest(records)
+    bsseval = [r for r in records if r.get("bench") == "bsseval"]
+    records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
     for slug in sorted({r.get("device_slug", "?") for r in records}):
         mine = [r for r in records if r.get("device_slug", "?") == slug]
@@ -149,7 +150,25 @@ def render_table(records: list[dict]) -> str:
             out += _model_rows(models) + [""]
         if pipeline:
             out += _pipeline_rows(pipeline) + [""]
+    if bsseval:
+        out += _bsseval_rows(bsseval[-1:]) + [""]
     return "\n".join(out) + ("\n" if out else "")
+
+
+def _bsseval_rows(records: list[dict]) -> list[str]:
+    """The JAX BSSEval v4 against museval on the same signals (tools/bench_bsseval.py)."""
+    rows = [
+        "### BSSEval v4: `jaxsep.evaluate.bsseval` vs museval\n",
+        "| signals | device | JAX s | museval s | speedup | max abs diff (dB) | git |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        rows.append(
+            f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('jax_s'))} | "
+            f"{_num(r.get('museval_s'))} | {_num(r.get('speedup'), 2)} | "
+            f"{r.get('max_abs_diff_db', float('nan')):.1e} | {r.get('git_revision')} |"
+        )
+    return rows
 
 
 def update_readme(readme: Path, table: str) -> None:
