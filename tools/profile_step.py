@@ -124,6 +124,7 @@ def main() -> None:
     names = _op_names(compiled.as_text())
     print("\nslowest XLA thunks (ms per call, executions per call):")
     thunks = [(k, v) for k, v in per_thunk.most_common() if k in names]
+    unnamed = [(k, v) for k, v in per_thunk.most_common() if k not in names]
     for name, ms in thunks[: args.top]:
         print(f"{ms:9.2f}  {calls[name] // args.calls:5d}x  {name}")
     per_op = collections.Counter()
@@ -134,6 +135,9 @@ def main() -> None:
     for name, ms in per_op.most_common(args.top):
         print(f"{ms:9.2f}  {name}")
     print(f"{sum(per_op.values()):9.2f}  attributed in all")
+    print("\nother trace events (ms per call; nested thunks count in their parents too):")
+    for name, ms in unnamed[: args.top]:
+        print(f"{ms:9.2f}  {calls[name] // args.calls:5d}x  {name}")
 
 
 if __name__ == "__main__":
