@@ -40,6 +40,8 @@ def donate_train_state(platform: str) -> bool:
     every parameter at the start of the step (the backward pass reads weights that the fused
     Adam update writes in place): the X-UMX train step took 423 ms donated vs 346 ms not, and
     ChimeraNet 619 vs 556 ms (batch 2 x 1 s, one thread; `tools/profile_step.py xumx train
-    --donate` shows the parameter `copy` thunks). Host memory is rarely the limit there.
+    --donate` shows the parameter `copy` thunks). Host memory is rarely the limit there. Not
+    universal: a conv network (VGGish) trains faster donated on CPU (0.58 vs 0.77 s), so the
+    bench case can opt in (`Case.donate_on_cpu`); every jaxsep recipe is faster or equal without.
     """
     return platform != "cpu"

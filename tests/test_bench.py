@@ -45,7 +45,8 @@ def test_each_model_runs_both_frameworks_and_records(model, tmp_path):
         assert r["jax_min_s"] <= r["jax_median_s"] <= r["jax_max_s"]
         assert r["compile_s"] > 0 and r["flops_per_example"] > 0
     train = next(r for r in saved if r["mode"] == "train")
-    assert train["jax_donated_state"] is False  # CPU: donation made the step slower
+    # CPU: donation made the LSTM models' steps slower, VGGish's faster (measured per model)
+    assert train["jax_donated_state"] is (model == "vggish")
     # Adam steps changed the weights in both frameworks (they train, not just run).
     for side in ("jax", "torch"):
         assert np.isfinite(train[f"{side}_last_loss"])

@@ -86,7 +86,8 @@ def prepare_jax(
     # inference is compiled as jaxsep compiles it for users (jaxsep.compile_options)
     options = inference_compiler_options(device.platform)
     infer_c, result["infer_compile_s"] = _compile(infer, (variables, x), precision, (), options)
-    donate = (0,) if donate_train_state(device.platform) else ()
+    cpu_choice = device.platform == "cpu" and case.donate_on_cpu
+    donate = (0,) if donate_train_state(device.platform) or cpu_choice else ()
     train_c, result["compile_s"] = _compile(train_step, (ts, x, target, key), precision, donate)
     result["donated"] = bool(donate)
     result["train_memory_bytes"] = _compiled_bytes(train_c)
