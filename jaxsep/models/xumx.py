@@ -81,7 +81,7 @@ def fused_lstm_layer(x: Array, w_ih: list, w_hh: list, bias: list) -> Array:
     """
     sources = x.shape[0]
     directions = len(w_ih) // sources
-    gates, hidden = w_hh[0].shape
+    hidden = w_hh[0].shape[1]
     batch, steps = x.shape[1], x.shape[2]
     inputs = [x[r // directions].swapaxes(0, 1) for r in range(len(w_ih))]  # [T, B, F]
     reverse = [bool(r % directions) for r in range(len(w_ih))]

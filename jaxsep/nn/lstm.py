@@ -88,12 +88,6 @@ def _recurrent_matmul(h: Array, w_hh_t: Array, precision: Any) -> Array:
     return jnp.einsum("rbh,rhg->rbg", h, w_hh_t, precision=precision)
 
 
-def _as_weights(w_hh: Array | Sequence[Array]) -> tuple[Array, ...]:
-    return (
-        tuple(w_hh) if isinstance(w_hh, (list, tuple)) else tuple(w_hh[r] for r in range(len(w_hh)))
-    )
-
-
 def recurrence_autodiff(
     gates_x: Array,
     w_hh: Array | Sequence[Array],
@@ -104,7 +98,7 @@ def recurrence_autodiff(
 ) -> tuple[Array, tuple[Array, Array]]:
     """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference)."""
 
-    w_hh_t = jnp.stack([w.T for w in _as_weights(w_hh)])
+    w_hh_t = jnp.stack([w.T for w in w_hh])  # a stacked [R, 4H, H] iterates the same
 
     def step(carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
         h, c = carry
@@ -125,7 +119,7 @@ def recurrence(
 ) -> tuple[Array, tuple[Array, Array]]:
     """Same as `recurrence_autodiff`, with a backward pass that emits d(gates) per step only,
     so each dW_hh is one [4H, T*B] x [T*B, H] matmul. `w_hh`: R arrays [4H, H] (or [R, 4H, H])."""
-    return _recurrence(gates_x, _as_weights(w_hh), h0, c0, precision, unroll)
+    return _recurrence(gates_x, tuple(w_hh), h0, c0, precision, unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -195,7 +189,7 @@ def input_gates(
 
     ``inputs[r]`` is ``[T, B, F_r]``, ``w_ih[r]`` torch's ``[4H, F_r]``, ``biases[r]`` ``[4H]``;
     a reverse recurrence's gates are flipped in time. Each projection contracts the weight in
-    place: stacking R weight matrices first costs a copy of every weight per call (measured on
+    place, as ``W @ x^T`` (XLA:CPU ran this NN form at 97 GFLOP/s, ``x @ W^T`` at 40): stacking R weight matrices first costs a copy of every weight per call (measured on
     XLA:CPU: a 16 MB concat fusion per X-UMX layer took as long as the projection matmul itself),
     while the stacked outputs are small at the batch sizes where the weights dominate.
     """
