@@ -41,43 +41,22 @@ def _parse() -> argparse.Namespace:
 
 
 def _compiled(case, mode: str, donate: str = "auto"):
+    """The bench's own compiled programs (`jaxsep.bench.jax_side.compile_case`) and a call."""
     import jax
 
-    from jaxsep.bench.jax_side import LEARNING_RATE
-    from jaxsep.compile_options import donate_train_state, inference_compiler_options
-    from jaxsep.train.state import make_optimizer
+    from jaxsep.bench.jax_side import compile_case
 
-    infer, loss = case.jax_program(case.jax_variants[0])
-    variables = jax.tree.map(jax.numpy.asarray, case.variables)
-    x = jax.numpy.asarray(case.inputs)
+    choice = {"auto": None, "yes": True, "no": False}[donate]
+    c = compile_case(case, case.jax_variants[0], jax.devices()[0], donate=choice)
     if mode == "infer":
-        options = inference_compiler_options(jax.default_backend())
-        compiled = jax.jit(infer, compiler_options=options).lower(variables, x).compile()
-        return compiled, lambda: jax.block_until_ready(compiled(variables, x))
-    tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
-    params = variables["params"]
-    state = {k: v for k, v in variables.items() if k != "params"}
-    target, key = jax.tree.map(jax.numpy.asarray, case.target), jax.random.key(0)
-
-    def step(ts, x, t, key):
-        grad_fn = jax.value_and_grad(loss, has_aux=True)
-        (value, new_state), grads = grad_fn(ts["params"], ts["state"], x, t, key)
-        updates, opt_state = tx.update(grads, ts["opt_state"], ts["params"])
-        params = jax.tree.map(lambda p, u: p + u, ts["params"], updates)
-        return {"params": params, "state": new_state, "opt_state": opt_state}, value
-
-    holder = {"ts": {"params": params, "state": state, "opt_state": tx.init(params)}}
-    holder["ts"] = jax.tree.map(lambda a: a.copy(), holder["ts"])  # own buffers
-    if donate == "auto":
-        donate = "yes" if donate_train_state(jax.default_backend()) else "no"
-    donated = 0 if donate == "yes" else ()
-    compiled = jax.jit(step, donate_argnums=donated).lower(holder["ts"], x, target, key).compile()
+        return c.infer, lambda: jax.block_until_ready(c.infer(c.variables, c.x))
+    holder = {"ts": c.ts}
 
     def run():
-        holder["ts"], value = compiled(holder["ts"], x, target, key)
+        holder["ts"], value = c.train(holder["ts"], c.x, c.target, c.key)
         return jax.block_until_ready(value)
 
-    return compiled, run
+    return c.train, run
 
 
 def _op_names(hlo_text: str) -> dict[str, str]:

@@ -1,11 +1,12 @@
 """The JAX half of a case: a jitted train step (forward, loss, backward, Adam) with the train
-state donated on accelerators (not on CPU: `compile_options.donate_train_state`, as jaxsep's
-trainer does), a jitted inference call, both compiled ahead of time so compile time is reported
+state donated on accelerators (on CPU only for a case measured faster donated:
+`compile_options.donate_train_state`, the trainer's rule), a jitted inference call, both compiled ahead of time so compile time is reported
 apart from the step time."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,15 +55,28 @@ def _compile(fn, args, precision: str, donate: tuple[int, ...] = (), options=Non
     return compiled, time.perf_counter() - start
 
 
-def prepare_jax(
-    case: Case, variant: str, device, reps: int, warmup: int, precision: str = "fp32"
-) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
-    """Compile `case`'s train step and inference in JAX with LSTM backend `variant`.
+@dataclasses.dataclass
+class CompiledCase:
+    """A case's JAX programs compiled for one device, with the arguments they were built for."""
 
-    Returns `(result, finish)`: `result` already holds compile seconds, memory, the inference
-    output and the first train-step loss (for the parity check, before anything is timed);
-    `finish()` adds the timings (`train` / `infer` summaries) and returns it.
-    """
+    infer: Any  # compiled infer(variables, x)
+    train: Any  # compiled train_step(ts, x, target, key) -> (ts, loss)
+    infer_compile_s: float
+    compile_s: float
+    donated: bool
+    variables: Any
+    ts: Any
+    x: Any
+    target: Any
+    key: Any
+
+
+def compile_case(
+    case: Case, variant: str, device, precision: str = "fp32", donate: bool | None = None
+) -> CompiledCase:
+    """Compile `case`'s inference and train step (forward, loss, backward, Adam) in JAX with LSTM
+    backend `variant`. `donate=None` donates the train state as jaxsep's trainer would on this
+    device (`compile_options.donate_train_state`, with the case's measured CPU preference)."""
     infer, loss = case.jax_program(variant)
     tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
 
@@ -82,22 +96,38 @@ def prepare_jax(
     ts = {"params": params, "state": state, "opt_state": jax.jit(tx.init)(params)}
     ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step may donate them
 
-    result: dict[str, Any] = {"variant": variant}
     # inference is compiled as jaxsep compiles it for users (jaxsep.compile_options)
     options = inference_compiler_options(device.platform)
-    infer_c, result["infer_compile_s"] = _compile(infer, (variables, x), precision, (), options)
-    cpu_choice = device.platform == "cpu" and case.donate_on_cpu
-    donate = (0,) if donate_train_state(device.platform) or cpu_choice else ()
-    train_c, result["compile_s"] = _compile(train_step, (ts, x, target, key), precision, donate)
-    result["donated"] = bool(donate)
-    result["train_memory_bytes"] = _compiled_bytes(train_c)
-    result["infer_memory_bytes"] = _compiled_bytes(infer_c)
+    infer_c, infer_s = _compile(infer, (variables, x), precision, (), options)
+    if donate is None:
+        donate = donate_train_state(device.platform, cpu=case.donate_on_cpu)
+    train_c, train_s = _compile(train_step, (ts, x, target, key), precision, (0,) if donate else ())
+    return CompiledCase(infer_c, train_c, infer_s, train_s, donate, variables, ts, x, target, key)
 
-    result["output"] = jax.tree.map(np.asarray, infer_c(variables, x))
-    holder = {"ts": ts}
+
+def prepare_jax(
+    case: Case, variant: str, device, reps: int, warmup: int, precision: str = "fp32"
+) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+    """Compile `case`'s train step and inference in JAX with LSTM backend `variant`.
+
+    Returns `(result, finish)`: `result` already holds compile seconds, memory, the inference
+    output and the first train-step loss (for the parity check, before anything is timed);
+    `finish()` adds the timings (`train` / `infer` summaries) and returns it.
+    """
+    c = compile_case(case, variant, device, precision)
+    result: dict[str, Any] = {
+        "variant": variant,
+        "infer_compile_s": c.infer_compile_s,
+        "compile_s": c.compile_s,
+        "donated": c.donated,
+        "train_memory_bytes": _compiled_bytes(c.train),
+        "infer_memory_bytes": _compiled_bytes(c.infer),
+        "output": jax.tree.map(np.asarray, c.infer(c.variables, c.x)),
+    }
+    holder = {"ts": c.ts}
 
     def step():
-        holder["ts"], value = train_c(holder["ts"], x, target, key)
+        holder["ts"], value = c.train(holder["ts"], c.x, c.target, c.key)
         return value
 
     result["first_loss"] = float(step())
@@ -106,7 +136,8 @@ def prepare_jax(
         sync = jax.block_until_ready
         result["train"] = summarize(time_calls(step, sync, reps, max(warmup - 1, 0)))
         result["last_loss"] = float(step())
-        result["infer"] = summarize(time_calls(lambda: infer_c(variables, x), sync, reps, warmup))
+        infer = lambda: c.infer(c.variables, c.x)  # noqa: E731
+        result["infer"] = summarize(time_calls(infer, sync, reps, warmup))
         result["device_peak_bytes"] = _device_peak_bytes(device)
         return result
 
