@@ -66,6 +66,16 @@ def test_chunked_argmin_equals_dense():
     np.testing.assert_allclose(dense_dist, chunk_dist, rtol=1e-6)
 
 
+def test_first_argmin_matches_argmin_including_ties():
+    rng = np.random.default_rng(1)
+    d = rng.integers(0, 5, size=(64, 300)).astype(np.float32)  # many tied minima per row
+    codes, low = jax.jit(vq.first_argmin)(d)
+    np.testing.assert_array_equal(codes, np.argmin(d, axis=-1))
+    np.testing.assert_array_equal(low, d.min(axis=-1))
+    d[3] = np.nan  # a diverged row still yields an index inside the codebook
+    assert 0 <= int(vq.first_argmin(d)[0][3]) < d.shape[1]
+
+
 def _module_variables(k):
     state = vq.restored_state(k)
     return {vq.CODEBOOK_COLLECTION: state._asdict()}

@@ -53,11 +53,25 @@ def restored_state(k: jax.Array, tokens_per_code: float = 1.0) -> CodebookState:
     return CodebookState(k, k * e, jnp.full(k.shape[:1], e, jnp.float32), jnp.array(True))
 
 
+def first_argmin(d: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(argmin, min)`` over the last axis; ties go to the first index, as `jnp.argmin`.
+
+    XLA:CPU lowers `jnp.argmin` to a variadic (value, index) reduce that runs as a scalar loop
+    (18 ms on a 2048 x 2048 level-0 distance matrix); a float min, then the smallest float index
+    where the row reaches it, are two vectorised reductions (2.7 ms). Float indices are exact
+    below 2**24 codes.
+    """
+    n = d.shape[-1]
+    low = jnp.min(d, axis=-1, keepdims=True)
+    index = jnp.arange(n, dtype=jnp.float32)
+    first = jnp.min(jnp.where(d == low, index, jnp.float32(n - 1)), axis=-1)
+    return first.astype(jnp.int32), low[..., 0]
+
+
 def _distance_chunk(x: jax.Array, k: jax.Array, k_sq: jax.Array) -> tuple[jax.Array, jax.Array]:
     x_sq = jnp.sum(x * x, axis=-1, keepdims=True)
     xk = jnp.matmul(x, k.T, precision=jax.lax.Precision.HIGHEST)
-    d = x_sq - 2.0 * xk + k_sq[None, :]
-    return jnp.argmin(d, axis=-1).astype(jnp.int32), jnp.min(d, axis=-1)
+    return first_argmin(x_sq - 2.0 * xk + k_sq[None, :])
 
 
 def nearest_codes(
