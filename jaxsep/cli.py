@@ -25,6 +25,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxsep", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--host-malloc",
+        choices=("retain", "system"),
+        default="retain",
+        help="retain: keep freed host memory for the next step (XLA:CPU re-faults its temporaries "
+        "every call otherwise; jaxsep.host_memory); system: glibc's defaults",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("synth", help="generate a synthetic multi-stem corpus in MUSDB18-HQ layout")
@@ -248,12 +255,25 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> in
     raise JaxsepError(f"unknown command {args.command}")  # argparse prevents this
 
 
+def _jax_started() -> bool:
+    """Whether JAX's backends (and so XLA's threads and their heaps) exist already."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.host_malloc == "retain" and not _jax_started():
+        from jaxsep.host_memory import retain_freed_memory
+
+        retain_freed_memory()
     try:
         return _run(args, extra, argv)
     except JaxsepError as e:

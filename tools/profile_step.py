@@ -32,6 +32,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--calls", type=int, default=5, help="traced calls")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
+        "--host-malloc",
+        choices=("retain", "system"),
+        default="retain",
+        help="as `jaxsep --host-malloc`: retain freed host memory (the CLI default) or not",
+    )
+    parser.add_argument(
         "--donate",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -70,6 +76,10 @@ def _op_names(hlo_text: str) -> dict[str, str]:
 
 def main() -> None:
     args = _parse()
+    if args.host_malloc == "retain":
+        from jaxsep.host_memory import retain_freed_memory
+
+        retain_freed_memory()
     from jaxsep.bench.runner import configure_threads
 
     configure_threads(args.threads)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxsep import host_memory
 from jaxsep.bench import harness
 from jaxsep.errors import JaxsepError
 
@@ -96,6 +97,8 @@ def environment(
         "torch_version": torch.__version__,
         "python": platform.python_version(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        # both frameworks share the process, so the host allocator setting applies to both
+        "host_malloc": "retain" if host_memory.retaining() else "system",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "command": command,
         "git_revision": harness.git_revision(),
