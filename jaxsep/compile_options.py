@@ -32,18 +32,17 @@ def inference_compiler_options(platform: str) -> dict[str, str]:
     return dict(_CPU_INFERENCE)
 
 
-def donate_train_state(platform: str, cpu: bool = False) -> bool:
-    """Whether a training step should donate its train-state buffers on `platform`; `cpu` is the
-    answer for CPU, for a model measured to train faster donated there.
+def donate_train_state(platform: str) -> bool:
+    """Whether a training step should donate its train-state buffers on `platform`.
 
     On accelerators, yes: donation lets the step update parameters and optimizer state in place,
     halving their device memory. On XLA:CPU, no: with the state donated, copy insertion copies
     every parameter at the start of the step (the backward pass reads weights that the fused
     Adam update writes in place): the X-UMX train step took 423 ms donated vs 346 ms not, and
     ChimeraNet 619 vs 556 ms (batch 2 x 1 s, one thread; `tools/profile_step.py xumx train
-    --donate` shows the parameter `copy` thunks). Host memory is rarely the limit there. Not
-    universal: a conv network (VGGish) trains faster donated on CPU (0.58 vs 0.77 s), so its
-    bench case passes ``cpu=True`` (`Case.donate_on_cpu`); every jaxsep recipe is faster or equal
-    without.
+    --donate` shows the parameter `copy` thunks). Host memory is rarely the limit there. VGGish
+    once looked faster donated (0.66 vs 0.78 s), but only because donation shrank the block of
+    temporaries that glibc page-faulted in every step; with `jaxsep.host_memory` keeping that
+    block, donated and not are equal (0.44 vs 0.43 s).
     """
-    return cpu if platform == "cpu" else True
+    return platform != "cpu"

@@ -91,10 +91,6 @@ class Case:
     to_torch: Callable[[np.ndarray], np.ndarray] = lambda x: x
     from_torch: Callable[[Any], Any] = lambda y: y
     deterministic_train: bool = False  # no dropout: the first train loss must match too
-    # Donate the train state on CPU too: measured per model (compile_options.donate_train_state
-    # says no on CPU because the LSTM models' steps copy every weight when donated; VGGish's
-    # conv step is faster donated: 0.58 vs 0.77 s at batch 4, one thread).
-    donate_on_cpu: bool = False
     notes: str = ""
 
 
@@ -397,7 +393,6 @@ def _vggish_case(size: str, batch_size: int | None, seed: int) -> Case:
         torch_infer=lambda m, x: m(x),
         torch_loss=lambda m, x, t: torch.mean((m(x) - t) ** 2),
         deterministic_train=True,
-        donate_on_cpu=True,
         notes="log-mel examples [N, 96, 64] in, 128-d embeddings out",
     )
 

@@ -1,7 +1,7 @@
 """The JAX half of a case: a jitted train step (forward, loss, backward, Adam) with the train
-state donated on accelerators (on CPU only for a case measured faster donated:
-`compile_options.donate_train_state`, the trainer's rule), a jitted inference call, both compiled ahead of time so compile time is reported
-apart from the step time."""
+state donated on accelerators only (`compile_options.donate_train_state`, the trainer's rule), a
+jitted inference call, both compiled ahead of time so compile time is reported apart from the
+step time."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def compile_case(
 ) -> CompiledCase:
     """Compile `case`'s inference and train step (forward, loss, backward, Adam) in JAX with LSTM
     backend `variant`. `donate=None` donates the train state as jaxsep's trainer would on this
-    device (`compile_options.donate_train_state`, with the case's measured CPU preference)."""
+    device (`compile_options.donate_train_state`)."""
     infer, loss = case.jax_program(variant)
     tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
 
@@ -100,7 +100,7 @@ def compile_case(
     options = inference_compiler_options(device.platform)
     infer_c, infer_s = _compile(infer, (variables, x), precision, (), options)
     if donate is None:
-        donate = donate_train_state(device.platform, cpu=case.donate_on_cpu)
+        donate = donate_train_state(device.platform)
     train_c, train_s = _compile(train_step, (ts, x, target, key), precision, (0,) if donate else ())
     return CompiledCase(infer_c, train_c, infer_s, train_s, donate, variables, ts, x, target, key)
 
