@@ -12,7 +12,8 @@ import torch
 from jaxsep.convert.umx import umx_variables_from_state_dicts
 from jaxsep.convert.xumx import convert_xumx, xumx_variables_from_state_dict
 from jaxsep.errors import JaxsepError
-from jaxsep.models.xumx import XUMX, TorchBatchNorm, bandwidth_to_max_bin
+from jaxsep.models.xumx import XUMX, bandwidth_to_max_bin
+from jaxsep.nn.batchnorm import TorchBatchNorm
 
 XUMX_SOURCES = ["bass", "drums", "vocals", "other"]
 UMX_TARGETS = ["vocals", "drums", "bass", "other"]

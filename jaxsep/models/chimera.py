@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxsep.audio.stft import scipy_istft, scipy_stft
 from jaxsep.errors import JaxsepError
+from jaxsep.nn.batchnorm import TorchBatchNorm
 from jaxsep.nn.lstm import LSTM, forget_gate_bias_init
 
 Array = jax.Array
@@ -50,40 +51,6 @@ def unit_norm(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
     """x / max(||x||_2, eps) along `axis` (torch.nn.functional.normalize)."""
     norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
     return x / jnp.maximum(norm, eps)
-
-
-class ScalarBatchNorm(nn.Module):
-    """torch BatchNorm1d(1) over every element: one mean/var for all examples, frames and bins.
-
-    Train mode normalises with the biased statistics of the whole (global) batch and stores the
-    unbiased variance in `running_var`, with torch's momentum convention.
-    """
-
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
-        weight = self.param("weight", nn.initializers.ones, (1,))
-        bias = self.param("bias", nn.initializers.zeros, (1,))
-        running_mean = self.variable(
-            "batch_stats", "running_mean", lambda: jnp.zeros((1,), jnp.float32)
-        )
-        running_var = self.variable(
-            "batch_stats", "running_var", lambda: jnp.ones((1,), jnp.float32)
-        )
-        if train:
-            mean = jnp.mean(x).reshape(1)
-            var = jnp.mean(jnp.square(x - mean)).reshape(1)
-            if not self.is_initializing():
-                count = x.size
-                unbiased = var * (count / max(count - 1, 1))
-                m = self.momentum
-                running_mean.value = (1 - m) * running_mean.value + m * mean
-                running_var.value = (1 - m) * running_var.value + m * unbiased
-        else:
-            mean, var = running_mean.value, running_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * weight + bias
 
 
 class ChimeraNet(nn.Module):
@@ -116,7 +83,8 @@ class ChimeraNet(nn.Module):
         batch, frames, bins = magnitude.shape
         x = log_spectrogram(magnitude)
         self.sow("intermediates", "log_spectrogram", x)
-        x = ScalarBatchNorm(name="normalization")(x, train=train)
+        # torch BatchNorm1d(1) over every element: one mean/var for all examples, frames and bins
+        x = TorchBatchNorm(name="normalization")(x[..., None], train=train)[..., 0]
         self.sow("intermediates", "normalized", x)
         h = LSTM(
             hidden_size=self.hidden,

@@ -42,6 +42,7 @@ import numpy as np
 
 from jaxsep.audio.stft import stft
 from jaxsep.errors import JaxsepError
+from jaxsep.nn.batchnorm import TorchBatchNorm
 from jaxsep.nn.lstm import LSTM, input_gates, param_names, recurrence
 
 Array = jax.Array
@@ -92,44 +93,6 @@ def fused_lstm_layer(x: Array, w_ih: list, w_hh: list, bias: list) -> Array:
     if directions == 2:
         hs = jnp.stack([hs[:, :, 0], hs[::-1, :, 1]], axis=2)
     return hs.transpose(1, 3, 0, 2, 4).reshape(sources, batch, steps, directions * hidden)
-
-
-class TorchBatchNorm(nn.Module):
-    """BatchNorm1d over the last axis with torch's semantics and names.
-
-    Differs from `flax.linen.BatchNorm` in the running variance update: torch stores the
-    *unbiased* batch variance (n / (n - 1)) in `running_var`, so converted models keep training
-    exactly like the original. Train mode normalises with the biased batch statistics of all
-    rows (every axis but the last).
-    """
-
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-
-    @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
-        features = x.shape[-1]
-        weight = self.param("weight", nn.initializers.ones, (features,))
-        bias = self.param("bias", nn.initializers.zeros, (features,))
-        running_mean = self.variable(
-            "batch_stats", "running_mean", lambda: jnp.zeros((features,), jnp.float32)
-        )
-        running_var = self.variable(
-            "batch_stats", "running_var", lambda: jnp.ones((features,), jnp.float32)
-        )
-        if train:
-            rows = x.reshape(-1, features)
-            mean = jnp.mean(rows, axis=0)
-            var = jnp.mean(jnp.square(rows - mean), axis=0)
-            if not self.is_initializing():
-                count = rows.shape[0]
-                unbiased = var * (count / max(count - 1, 1))
-                m = self.momentum
-                running_mean.value = (1 - m) * running_mean.value + m * mean
-                running_var.value = (1 - m) * running_var.value + m * unbiased
-        else:
-            mean, var = running_mean.value, running_var.value
-        return (x - mean) * jax.lax.rsqrt(var + self.epsilon) * weight + bias
 
 
 class SourceNet(nn.Module):
