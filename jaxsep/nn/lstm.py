@@ -81,6 +81,13 @@ def _cell(z: Array, c: Array) -> tuple[Array, Array, Array]:
     return h, c, jnp.concatenate([i, f, g, o], axis=-1)
 
 
+def _stacked_transpose(w_hh) -> Array:
+    """[R] x [4H, H] -> W_hh^T [R, H, 4H]: a contiguous stack, then one batched transpose (XLA:CPU
+    fuses per-matrix transposes into the stack as a slow strided copy: 5.0 vs 2.8 ms for 8 x
+    [1024, 256], one thread)."""
+    return jnp.stack(list(w_hh)).transpose(0, 2, 1)
+
+
 def _recurrent_matmul(h: Array, w_hh_t: Array, precision: Any) -> Array:
     """h [R, B, H] @ W_hh^T [R, H, 4H] -> [R, B, 4H]. The weights are transposed once outside
     the loop (measured ~20% faster per step on XLA:CPU than contracting torch's [4H, H] layout
@@ -98,7 +105,7 @@ def recurrence_autodiff(
 ) -> tuple[Array, tuple[Array, Array]]:
     """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference)."""
 
-    w_hh_t = jnp.stack([w.T for w in w_hh])  # a stacked [R, 4H, H] iterates the same
+    w_hh_t = _stacked_transpose(w_hh)  # a stacked [R, 4H, H] iterates the same
 
     def step(carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
         h, c = carry
@@ -128,7 +135,7 @@ def _recurrence(gates_x, w_hh, h0, c0, precision, unroll):
 
 
 def _recurrence_fwd(gates_x, w_hh, h0, c0, precision, unroll):
-    w_hh_t = jnp.stack([w.T for w in w_hh])
+    w_hh_t = _stacked_transpose(w_hh)
 
     def step(carry, gx):
         h, c = carry
