@@ -4,7 +4,7 @@ XLA:CPU allocates all temporaries of one execution as a single block (274 MB for
 level-0 train step at batch 1 x 16384, 360 MB for VGGish at batch 4) and frees it when the call
 ends. glibc serves such a block from a worker thread with a fresh ``mmap`` (its per-thread arenas
 cannot hold blocks over 64 MB) and unmaps it on ``free``, so every step page-faults the whole block
-back in: 67,000 minor faults per VQ-VAE step, 0.54 s -> 0.40 s once they are gone (one thread,
+back in: 67,000 minor faults per VQ-VAE step, 0.53 s -> 0.42 s once they are gone (one thread,
 `jaxsep bench vqvae --threads 1`). PyTorch does not pay this: its per-op buffers are small enough
 for glibc to recycle.
 
