@@ -255,22 +255,13 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> in
     raise JaxsepError(f"unknown command {args.command}")  # argparse prevents this
 
 
-def _jax_started() -> bool:
-    """Whether JAX's backends (and so XLA's threads and their heaps) exist already."""
-    if "jax" not in sys.modules:
-        return False
-    from jax._src import xla_bridge
-
-    return xla_bridge.backends_are_initialized()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.host_malloc == "retain" and not _jax_started():
+    if args.host_malloc == "retain":  # a no-op once JAX has started in this process
         from jaxsep.host_memory import retain_freed_memory
 
         retain_freed_memory()

@@ -34,10 +34,20 @@ def retaining() -> bool:
     return _retaining
 
 
+def _jax_started() -> bool:
+    """Whether JAX's backends (and so XLA's threads, each bound to its own glibc arena) exist."""
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge
+
+    return xla_bridge.backends_are_initialized()
+
+
 def retain_freed_memory() -> bool:
     """Apply `RETAIN_SETTINGS` with glibc's ``mallopt``; False (and nothing changed) on a system
-    without glibc (macOS, musl), True when every setting was accepted."""
-    if not sys.platform.startswith("linux"):
+    without glibc (macOS, musl) or once JAX has started (its threads keep their arenas), True when
+    every setting was accepted."""
+    if not sys.platform.startswith("linux") or _jax_started():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -47,5 +57,6 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     global _retaining
+    # a list, not a generator: every setting is applied even if an earlier one is refused
     _retaining = all([mallopt(param, value) == 1 for param, value in RETAIN_SETTINGS])
     return _retaining

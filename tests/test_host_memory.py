@@ -54,6 +54,17 @@ def test_retained_block_is_reused_without_page_faults():
     assert _second_allocation_faults("retain") < pages // 100
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
+def test_retain_refuses_once_jax_has_started():
+    probe = (
+        "import jax; jax.devices()\n"
+        "from jaxsep import host_memory\n"
+        "print(host_memory.retain_freed_memory(), host_memory.retaining())"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_cli_rejects_unknown_host_malloc_mode(capsys):
     from jaxsep.cli import main
 
