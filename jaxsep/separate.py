@@ -30,7 +30,7 @@ import jax
 import numpy as np
 
 from jaxsep.audio.io import read_audio, resample_audio, write_audio
-from jaxsep.compile_options import inference_compiler_options
+from jaxsep.compile_options import compile_for_inference
 from jaxsep.errors import JaxsepError
 from jaxsep.modeldir import Model, load
 from jaxsep.train.mesh import batch_sharding, make_mesh, replicated
@@ -171,18 +171,23 @@ class Separator:
             self.trace_count += 1  # Python side effect: runs only while tracing
             return separate_waveforms(module, variables, wave)
 
-        self._compiled = jax.jit(
+        self._jitted = jax.jit(
             run_batch,
             in_shardings=(replicated(mesh), self._batch_sharding),
             out_shardings=self._batch_sharding,
-            compiler_options=inference_compiler_options(self.devices[0].platform),
         )
+        self._executables: dict[tuple, Any] = {}  # one per input shape, with its own options
 
     def run_batch(self, batch: np.ndarray) -> jax.Array:
         """One device call: ``[batch_size, segment, C]`` host audio -> ``[B, S, segment, C]``,
         sharded on the mesh's ``data`` axis (the result stays on the devices)."""
         wave = jax.device_put(np.asarray(batch, np.float32), self._batch_sharding)
-        return self._compiled(self._variables, wave)
+        key = (wave.shape, wave.dtype)
+        if key not in self._executables:
+            self._executables[key] = compile_for_inference(
+                self._jitted, self._variables, wave, platform=self.devices[0].platform
+            )
+        return self._executables[key](self._variables, wave)
 
     def num_segments(self, length: int) -> int:
         """Segments a track of ``length`` samples (at the model's rate) is cut into."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxsep.bench.cases import Case
 from jaxsep.bench.harness import summarize, time_calls
-from jaxsep.compile_options import donate_train_state, inference_compiler_options
+from jaxsep.compile_options import compile_for_inference, donate_train_state
 from jaxsep.train.state import make_optimizer
 
 LEARNING_RATE = 1e-3
@@ -46,12 +46,17 @@ def _device_peak_bytes(device) -> int | None:
     return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
 
 
-def _compile(fn, args, precision: str, donate: tuple[int, ...] = (), options=None):
-    jitted = jax.jit(fn, donate_argnums=donate, compiler_options=options)
+def _compile(fn, args, precision: str, donate: tuple[int, ...] = (), inference_on=None):
+    """Compile `fn` for `args`; `inference_on` (a platform name) compiles it with the options
+    jaxsep uses for inference there (`compile_options.compile_for_inference`)."""
+    jitted = jax.jit(fn, donate_argnums=donate)
     ctx = matmul_precision(precision) if precision else contextlib.nullcontext()
     start = time.perf_counter()
     with ctx:
-        compiled = jitted.lower(*args).compile()
+        if inference_on is None:
+            compiled = jitted.lower(*args).compile()
+        else:
+            compiled = compile_for_inference(jitted, *args, platform=inference_on)
     return compiled, time.perf_counter() - start
 
 
@@ -97,8 +102,7 @@ def compile_case(
     ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step may donate them
 
     # inference is compiled as jaxsep compiles it for users (jaxsep.compile_options)
-    options = inference_compiler_options(device.platform)
-    infer_c, infer_s = _compile(infer, (variables, x), precision, (), options)
+    infer_c, infer_s = _compile(infer, (variables, x), precision, (), device.platform)
     if donate is None:
         donate = donate_train_state(device.platform)
     train_c, train_s = _compile(train_step, (ts, x, target, key), precision, (0,) if donate else ())
