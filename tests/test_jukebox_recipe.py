@@ -230,16 +230,12 @@ def test_sdr_of_tiny_stage2_vs_untrained_encoder(stage2, stage1, corpus, record_
     print("unmix tiny stage-2 SDR:", report)
 
 
-def test_deploy_tool_and_separate_cli(stage2, tmp_path, capsys):
-    import importlib.util
-
+def test_deploy_tool_and_separate_cli(stage2, tmp_path, capsys, load_tool):
     import soundfile as sf
 
     from jaxsep.cli import main as jaxsep_main
 
-    spec = importlib.util.spec_from_file_location("deploy_unmix", "tools/deploy_unmix.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("deploy_unmix")
     assert tool.main(["--stem", "vocals", "--out", str(tmp_path / "bad")]) == 2
     assert "STEM=DIR" in capsys.readouterr().err
     deployed = tmp_path / "deployed"

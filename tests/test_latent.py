@@ -1,7 +1,6 @@
 """Latent analysis: k-means/Hungarian confusion on known clusters, t-SNE, plots, X-UMX latents
 from a converted tiny model on a tiny synthetic corpus, and tools/latent_analysis.py."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 from jaxsep.errors import JaxsepError
 from jaxsep.evaluate import latent
 
-TOOL_PATH = Path(__file__).resolve().parents[1] / "tools" / "latent_analysis.py"
 SOURCES = ("bass", "drums", "vocals", "other")
 
 
@@ -126,16 +124,9 @@ def test_collect_latents_shapes(tiny_setup):
         latent.collect_latents(model, source, layer="decoder")
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("latent_analysis", TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_tool_writes_plots_and_table(tiny_setup, tmp_path, capsys):
+def test_tool_writes_plots_and_table(tiny_setup, tmp_path, capsys, load_tool):
     model_dir, data = tiny_setup
-    tool = load_tool()
+    tool = load_tool("latent_analysis")
     out = tmp_path / "report"
     argv = ["--model", str(model_dir), "--data", str(data), "--out", str(out), "--seconds", "0.5"]
     argv += ["--excerpts", "2", "--frames-per-excerpt", "8", "--perplexity", "5"]
@@ -153,8 +144,8 @@ def test_tool_writes_plots_and_table(tiny_setup, tmp_path, capsys):
     assert "model directory not found" in capsys.readouterr().err
 
 
-def test_model_names_prefer_method_and_disambiguate():
-    tool = load_tool()
+def test_model_names_prefer_method_and_disambiguate(load_tool):
+    tool = load_tool("latent_analysis")
     dirs = [Path("/a/run1/model"), Path("/a/run2/model"), Path("/a/x/model")]
     configs = [{"method": "conreg"}, {"method": "conreg"}, {"method": "dis reg"}]
     assert tool.model_names(dirs, configs) == ["conreg-run1-model", "conreg-run2-model", "dis_reg"]

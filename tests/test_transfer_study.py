@@ -1,22 +1,15 @@
 """tools/transfer_study.py report writers on a small fake result set (the study itself is too
 long for the suite: it is run by hand)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import matplotlib.image
 import pytest
 
-STUDY_PATH = Path(__file__).resolve().parents[1] / "tools" / "transfer_study.py"
-
 
 @pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("transfer_study", STUDY_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def study(load_tool):
+    return load_tool("transfer_study")
 
 
 def _summary(soprano, rest):

@@ -1,20 +1,12 @@
 """tools/xumx_method_table.py table writer on a fake result set (the four training runs take
 ~30 CPU-minutes: they are run by hand, results in benchmarks/xumx_methods_tiny/)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-TOOL_PATH = Path(__file__).resolve().parents[1] / "tools" / "xumx_method_table.py"
 
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("xumx_method_table", TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("xumx_method_table")
 
 
 def _result(method, bass_values, loss):
