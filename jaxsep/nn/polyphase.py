@@ -27,6 +27,14 @@ def _phase_matmul(blocks: Array, w_now: Array, w_prev: Array, now: slice, prev: 
     )
 
 
+def _kernel_and_bias(module: nn.Module, kernel_shape: tuple[int, ...]) -> tuple[Array, Array]:
+    """flax `nn.Conv` / `nn.ConvTranspose` parameters: "kernel" (LeCun normal) and a zero "bias"
+    of `module.features`, so checkpoints of the library layers load unchanged."""
+    kernel = module.param("kernel", nn.initializers.lecun_normal(), kernel_shape)
+    bias = module.param("bias", nn.initializers.zeros, (module.features,))
+    return kernel, bias
+
+
 class StridedConv1d(nn.Module):
     """`nn.Conv(features, (2s,), strides=(s,), padding=((p, p),))` on ``[B, T, C]``."""
 
@@ -37,10 +45,7 @@ class StridedConv1d(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         s, p = self.stride, self.padding
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (2 * s, x.shape[-1], self.features)
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel, bias = _kernel_and_bias(self, (2 * s, x.shape[-1], self.features))
         batch, steps, channels = x.shape
         out_len = (steps + 2 * p - 2 * s) // s + 1
         total = s * (out_len + 1)  # whole s-sample blocks covering every tap used
@@ -65,10 +70,7 @@ class TransposedConv1d(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         s, p = self.stride, self.padding
-        kernel = self.param(
-            "kernel", nn.initializers.lecun_normal(), (2 * s, self.features, x.shape[-1])
-        )
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel, bias = _kernel_and_bias(self, (2 * s, self.features, x.shape[-1]))
         batch, steps, _ = x.shape
         taps = kernel.transpose(0, 2, 1)  # tap k as [C_in, C_out] (flax stores [C_out, C_in])
         # full output y[s*j + r] = x[j] W[r] + x[j-1] W[s + r], j = 0..T
