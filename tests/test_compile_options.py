@@ -30,9 +30,11 @@ def test_cpu_options_follow_the_programs_convolutions_and_others_get_nothing():
     x, w = jnp.ones((2, 8)), jnp.ones((8, 8))
     dense_text = jax.jit(_dense).lower(x, w).as_text()
     conv_text = jax.jit(_conv).lower(jnp.ones((1, 2, 16)), jnp.ones((3, 2, 3))).as_text()
+    option = "xla_cpu_experimental_ynn_fusion_type"
+    assert CPU_DOT_FUSION == {option: "LIBRARY_FUSION_TYPE_DOT"}
+    assert CPU_SINGLE_DOTS == {option: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
     assert inference_compiler_options("cpu", dense_text) == CPU_DOT_FUSION
     assert inference_compiler_options("cpu", conv_text) == CPU_SINGLE_DOTS
-    assert CPU_DOT_FUSION != CPU_SINGLE_DOTS
     assert inference_compiler_options("gpu", dense_text) == {}
     assert inference_compiler_options("tpu", conv_text) == {}
 
