@@ -15,7 +15,8 @@ class TorchBatchNorm(nn.Module):
     Differs from `flax.linen.BatchNorm` in the running variance update: torch stores the
     *unbiased* batch variance (n / (n - 1)) in `running_var`, so converted models keep training
     exactly like the original. Train mode normalises with the biased batch statistics of all
-    rows (every axis but the last).
+    rows (every axis but the last). Statistics and output are float32 whatever the input dtype
+    (a bfloat16 mean over thousands of rows would lose the running statistics' precision).
     """
 
     momentum: float = 0.1
@@ -24,6 +25,7 @@ class TorchBatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         features = x.shape[-1]
+        x = x.astype(jnp.float32)
         weight = self.param("weight", nn.initializers.ones, (features,))
         bias = self.param("bias", nn.initializers.zeros, (features,))
         running_mean = self.variable(

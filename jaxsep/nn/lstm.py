@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxsep.errors import JaxsepError
+from jaxsep.nn.precision import compute_dtype, mixed_einsum
 
 Array = jax.Array
 Initializer = Callable[[Any, Sequence[int], Any], Array]
@@ -81,18 +82,18 @@ def _cell(z: Array, c: Array) -> tuple[Array, Array, Array]:
     return h, c, jnp.concatenate([i, f, g, o], axis=-1)
 
 
-def _stacked_transpose(w_hh) -> Array:
-    """[R] x [4H, H] -> W_hh^T [R, H, 4H]: a contiguous stack, then one batched transpose (XLA:CPU
-    fuses per-matrix transposes into the stack as a slow strided copy: 5.0 vs 2.8 ms for 8 x
-    [1024, 256], one thread)."""
-    return jnp.stack(list(w_hh)).transpose(0, 2, 1)
+def _stacked_transpose(w_hh, dtype: Any = jnp.float32) -> Array:
+    """[R] x [4H, H] -> W_hh^T [R, H, 4H] in `dtype`: a contiguous stack, then one batched
+    transpose (XLA:CPU fuses per-matrix transposes into the stack as a slow strided copy: 5.0 vs
+    2.8 ms for 8 x [1024, 256], one thread)."""
+    return jnp.stack(list(w_hh)).transpose(0, 2, 1).astype(dtype)
 
 
-def _recurrent_matmul(h: Array, w_hh_t: Array, precision: Any) -> Array:
-    """h [R, B, H] @ W_hh^T [R, H, 4H] -> [R, B, 4H]. The weights are transposed once outside
-    the loop (measured ~20% faster per step on XLA:CPU than contracting torch's [4H, H] layout
-    inside the scan)."""
-    return jnp.einsum("rbh,rhg->rbg", h, w_hh_t, precision=precision)
+def _recurrent_matmul(h: Array, w_hh_t: Array, precision: Any, dtype: Any) -> Array:
+    """h [R, B, H] @ W_hh^T [R, H, 4H] -> [R, B, 4H] float32 (operands in `dtype`). The
+    weights are transposed once outside the loop (measured ~20% faster per step on XLA:CPU than
+    contracting torch's [4H, H] layout inside the scan)."""
+    return mixed_einsum("rbh,rhg->rbg", h, w_hh_t, dtype, precision)
 
 
 def recurrence_autodiff(
@@ -102,14 +103,17 @@ def recurrence_autodiff(
     c0: Array,
     precision: Any = None,
     unroll: int = 1,
+    dtype: Any = jnp.float32,
 ) -> tuple[Array, tuple[Array, Array]]:
-    """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference)."""
+    """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference).
+    `dtype`: the recurrent matmul's operand dtype (`jaxsep.nn.precision`); gates, h and c stay
+    float32."""
 
-    w_hh_t = _stacked_transpose(w_hh)  # a stacked [R, 4H, H] iterates the same
+    w_hh_t = _stacked_transpose(w_hh, dtype)  # a stacked [R, 4H, H] iterates the same
 
     def step(carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
         h, c = carry
-        h, c, _ = _cell(gx + _recurrent_matmul(h, w_hh_t, precision), c)
+        h, c, _ = _cell(gx + _recurrent_matmul(h, w_hh_t, precision, dtype), c)
         return (h, c), h
 
     (h, c), hs = lax.scan(step, (h0, c0), gates_x, unroll=unroll)
@@ -123,33 +127,35 @@ def recurrence(
     c0: Array,
     precision: Any = None,
     unroll: int = 1,
+    dtype: Any = jnp.float32,
 ) -> tuple[Array, tuple[Array, Array]]:
     """Same as `recurrence_autodiff`, with a backward pass that emits d(gates) per step only,
     so each dW_hh is one [4H, T*B] x [T*B, H] matmul. `w_hh`: R arrays [4H, H] (or [R, 4H, H])."""
-    return _recurrence(gates_x, tuple(w_hh), h0, c0, precision, unroll)
+    return _recurrence(gates_x, tuple(w_hh), h0, c0, precision, unroll, jnp.dtype(dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _recurrence(gates_x, w_hh, h0, c0, precision, unroll):
-    return recurrence_autodiff(gates_x, w_hh, h0, c0, precision, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _recurrence(gates_x, w_hh, h0, c0, precision, unroll, dtype):
+    return recurrence_autodiff(gates_x, w_hh, h0, c0, precision, unroll, dtype)
 
 
-def _recurrence_fwd(gates_x, w_hh, h0, c0, precision, unroll):
-    w_hh_t = _stacked_transpose(w_hh)
+def _recurrence_fwd(gates_x, w_hh, h0, c0, precision, unroll, dtype):
+    w_hh_t = _stacked_transpose(w_hh, dtype)
 
     def step(carry, gx):
         h, c = carry
-        h, c, acts = _cell(gx + _recurrent_matmul(h, w_hh_t, precision), c)
+        h, c, acts = _cell(gx + _recurrent_matmul(h, w_hh_t, precision, dtype), c)
         return (h, c), (h, c, acts)
 
     (h, c), (hs, cs, acts) = lax.scan(step, (h0, c0), gates_x, unroll=unroll)
     return (hs, (h, c)), (hs, cs, acts, h0, c0, w_hh)
 
 
-def _recurrence_bwd(precision, unroll, residuals, cotangents):
+def _recurrence_bwd(precision, unroll, dtype, residuals, cotangents):
     hs, cs, acts, h0, c0, w_hh = residuals
     d_hs, (d_h_last, d_c_last) = cotangents
     c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+    w_cast = [w.astype(dtype) for w in w_hh]  # once, outside the loop (no-op in float32)
 
     def step(carry, xs):
         dh_next, dc_next = carry
@@ -167,7 +173,9 @@ def _recurrence_bwd(precision, unroll, residuals, cotangents):
             ],
             axis=-1,
         )
-        dh_prev = jnp.stack([jnp.dot(dz[r], w, precision=precision) for r, w in enumerate(w_hh)])
+        dh_prev = jnp.stack(
+            [mixed_einsum("bg,gh->bh", dz[r], w, dtype, precision) for r, w in enumerate(w_cast)]
+        )
         return (dh_prev, dc * f), dz
 
     (d_h0, d_c0), d_gates = lax.scan(
@@ -176,7 +184,7 @@ def _recurrence_bwd(precision, unroll, residuals, cotangents):
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     # The whole point of the custom VJP: each dW_hh is one [4H, T*B] x [T*B, H] matmul.
     d_w_hh = tuple(
-        jnp.einsum("tbg,tbh->gh", d_gates[:, r], h_prev[:, r], precision=precision)
+        mixed_einsum("tbg,tbh->gh", d_gates[:, r], h_prev[:, r], dtype, precision)
         for r in range(len(w_hh))
     )
     return d_gates, d_w_hh, d_h0, d_c0
@@ -191,8 +199,10 @@ def input_gates(
     biases: Sequence[Array],
     reverse: Sequence[bool],
     precision: Any = None,
+    dtype: Any = jnp.float32,
 ) -> Array:
-    """Input projections of R recurrences, stacked time-major: ``gates_x [T, R, B, 4H]``.
+    """Input projections of R recurrences, stacked time-major: ``gates_x [T, R, B, 4H]``
+    (float32; the matmul operands in `dtype`).
 
     ``inputs[r]`` is ``[T, B, F_r]``, ``w_ih[r]`` torch's ``[4H, F_r]``, ``biases[r]`` ``[4H]``;
     a reverse recurrence's gates are flipped in time. Each projection contracts the weight in
@@ -202,7 +212,7 @@ def input_gates(
     """
     gates = []
     for x, w, b, rev in zip(inputs, w_ih, biases, reverse, strict=True):
-        g = jnp.einsum("gf,ftb->gtb", w, x.transpose(2, 0, 1), precision=precision)
+        g = mixed_einsum("gf,ftb->gtb", w, x.transpose(2, 0, 1), dtype, precision)
         gates.append((g[:, ::-1] if rev else g) + b[:, None, None])
     return jnp.stack(gates, axis=0).transpose(2, 0, 3, 1)
 
@@ -218,21 +228,24 @@ def lstm_layer_scan(
     custom_vjp: bool = True,
     precision: Any = None,
     unroll: int = 1,
+    dtype: Any = jnp.float32,
 ) -> tuple[Array, Array, Array]:
     """One (bi)directional LSTM layer, time-major.
 
     x [T, B, F]; w_ih, w_hh, bias: D per-direction torch-layout arrays ([4H, F], [4H, H],
-    [4H] = b_ih + b_hh); h0, c0 [D, B, H] with D = 1 (forward) or 2 (forward, reverse). Returns y [T, B, D*H], h_T and c_T [D, B, H].
+    [4H] = b_ih + b_hh); h0, c0 [D, B, H] with D = 1 (forward) or 2 (forward, reverse).
+    Returns y [T, B, D*H] in `dtype` (the matmul operand dtype), h_T and c_T [D, B, H] float32.
     """
     directions = len(w_ih)
-    gates_x = input_gates([x] * directions, w_ih, bias, (False, True)[:directions], precision)
+    reverse = (False, True)[:directions]
+    gates_x = input_gates([x] * directions, w_ih, bias, reverse, precision, dtype)
     run = recurrence if custom_vjp else recurrence_autodiff
-    hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll)
+    hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll, dtype)
     if directions == 2:
         hs = jnp.stack([hs[:, 0], hs[::-1, 1]], axis=1)
     steps, _, batch, hidden = hs.shape
     y = hs.transpose(0, 2, 1, 3).reshape(steps, batch, directions * hidden)
-    return y, h_last, c_last
+    return y.astype(dtype), h_last, c_last
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +303,9 @@ class LSTM(nn.Module):
     backend: "scan" (any device), "cudnn" (`jax.experimental.rnn`, GPU only, float32), or
     "auto" (cudnn on a GPU with float32 input, else scan). `custom_vjp=False` uses plain autodiff
     through the scan (a reference; much slower backward). `weight_init`/`bias_init` default to
-    torch's U(-1/sqrt(H), 1/sqrt(H)).
+    torch's U(-1/sqrt(H), 1/sqrt(H)). `dtype="bfloat16"`: bfloat16 matmul operands and output,
+    float32 gates and state (`jaxsep.nn.precision`); the cuDNN backend is float32 only, so "auto"
+    then takes the scan.
     """
 
     hidden_size: int
@@ -304,9 +319,16 @@ class LSTM(nn.Module):
     precision: Any = None
     weight_init: Initializer | None = None
     bias_init: Initializer | None = None
+    dtype: Any = "float32"
 
     def _check(self, x: Array) -> None:
         where = "jaxsep.nn.LSTM"
+        dtype = compute_dtype(self.dtype, where)
+        if self.backend == "cudnn" and dtype != jnp.float32:
+            raise JaxsepError(
+                f"{where}: backend='cudnn' computes in float32 only; use backend='scan' or "
+                f"'auto' for dtype={dtype.name}"
+            )
         if self.backend not in BACKENDS:
             raise JaxsepError(f"{where}: unknown backend {self.backend!r}; use one of {BACKENDS}")
         if self.hidden_size < 1 or self.num_layers < 1:
@@ -327,7 +349,12 @@ class LSTM(nn.Module):
     def _use_cudnn(self, x: Array) -> bool:
         if self.backend == "cudnn":
             return True
-        return self.backend == "auto" and jax.default_backend() == "gpu" and x.dtype == jnp.float32
+        return (
+            self.backend == "auto"
+            and jax.default_backend() == "gpu"
+            and x.dtype == jnp.float32
+            and compute_dtype(self.dtype) == jnp.float32
+        )
 
     def _layer_params(self, layer: int, in_features: int) -> list[tuple[Array, ...]]:
         weight_init = self.weight_init or torch_uniform_init(self.hidden_size)
@@ -407,6 +434,7 @@ class LSTM(nn.Module):
                     custom_vjp=self.custom_vjp,
                     precision=self.precision,
                     unroll=self.unroll,
+                    dtype=compute_dtype(self.dtype),
                 )
             finals_h.append(h_n)
             finals_c.append(c_n)
