@@ -43,7 +43,7 @@ class MixtureEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return Encoder(self.config, 0, name="encoders_0")(x)
+        return Encoder(self.config, 0, name="encoders_0")(x).astype(jnp.float32)
 
 
 def fit_length(wave: jax.Array, length: int) -> jax.Array:

@@ -8,7 +8,8 @@ model and the paper's level-0-only model (``levels=1, multipliers=(2,)``) are th
 
 Boundary (DESIGN §9): ``encode`` ``[B, T, 1] -> [[B, T/hop_L, emb]]``; ``quantize`` that list
 ``-> (codes, dequantised)``; ``decode`` list of latents ``-> [[B, T, 1]]``; ``__call__`` runs all
-three and returns losses for training.
+three and returns losses for training. ``dtype="bfloat16"`` runs every convolution on bfloat16
+activations; latents, quantiser and reconstructions stay float32 (`jaxsep.nn.precision`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from jaxsep.nn.polyphase import StridedConv1d, TransposedConv1d
+from jaxsep.nn.precision import compute_dtype
 from jaxsep.nn.vq import VectorQuantizer
 
 
@@ -47,6 +50,7 @@ class VQVAEConfig:
     codebook_update: str = "ema"
     remat: bool = False
     quantize_chunk_rows: int = 8192
+    dtype: str = "float32"  # convolution activations: "float32" or "bfloat16"
 
     def __post_init__(self) -> None:
         for name in ("downs_t", "strides_t", "multipliers"):
@@ -54,6 +58,7 @@ class VQVAEConfig:
         for name in ("downs_t", "strides_t", "multipliers"):
             if len(getattr(self, name)) < self.levels:
                 raise ValueError(f"{name} needs {self.levels} entries, got {getattr(self, name)}")
+        object.__setattr__(self, "dtype", compute_dtype(self.dtype, "VQ-VAE config").name)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> VQVAEConfig:
@@ -87,7 +92,14 @@ class VQVAEConfig:
         return self.dilation_growth_rate ** (block if cycle is None else block % cycle)
 
 
-def _conv(features: int, kernel: int, name: str, stride: int = 1, dilation: int = 1) -> nn.Conv:
+def _conv(
+    features: int,
+    kernel: int,
+    name: str,
+    stride: int = 1,
+    dilation: int = 1,
+    dtype: str = "float32",
+) -> nn.Conv:
     """PyTorch-style Conv1d: explicit symmetric padding, never 'SAME'."""
     pad = dilation * (kernel - 1) // 2 if stride == 1 else stride // 2
     return nn.Conv(
@@ -96,6 +108,7 @@ def _conv(features: int, kernel: int, name: str, stride: int = 1, dilation: int 
         strides=(stride,),
         padding=((pad, pad),),
         kernel_dilation=(dilation,),
+        dtype=dtype,
         name=name,
     )
 
@@ -106,11 +119,15 @@ class ResBlock(nn.Module):
     width: int
     hidden: int
     dilation: int
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = _conv(self.hidden, 3, "conv_dilated", dilation=self.dilation)(nn.relu(x))
-        return x + _conv(self.width, 1, "conv_1x1")(nn.relu(h))
+        conv_dilated = _conv(
+            self.hidden, 3, "conv_dilated", dilation=self.dilation, dtype=self.dtype
+        )
+        h = conv_dilated(nn.relu(x))
+        return x + _conv(self.width, 1, "conv_1x1", dtype=self.dtype)(nn.relu(h))
 
 
 class ResStack(nn.Module):
@@ -128,7 +145,7 @@ class ResStack(nn.Module):
             dilations = dilations[::-1]
         hidden = int(self.config.m_conv * self.width)
         for j, dilation in enumerate(dilations):
-            x = ResBlock(self.width, hidden, dilation, name=f"block_{j}")(x)
+            x = ResBlock(self.width, hidden, dilation, self.config.dtype, name=f"block_{j}")(x)
         return x
 
 
@@ -152,9 +169,9 @@ class EncoderBlock(nn.Module):
         stack = _res_stack_class(cfg)
         for i in range(cfg.downs_t[self.block]):
             # = _conv(width, 2 * stride, ..., stride=stride), as polyphase matmuls (fast backward)
-            x = StridedConv1d(width, stride, stride // 2, name=f"down_{i}")(x)
+            x = StridedConv1d(width, stride, stride // 2, cfg.dtype, name=f"down_{i}")(x)
             x = stack(cfg, width, depth, name=f"res_{i}")(x)
-        return _conv(cfg.emb_width, 3, "proj_out")(x)
+        return _conv(cfg.emb_width, 3, "proj_out", dtype=cfg.dtype)(x)
 
 
 class DecoderBlock(nn.Module):
@@ -170,13 +187,13 @@ class DecoderBlock(nn.Module):
         width, depth = cfg.level_width(self.level), cfg.level_depth(self.level)
         stride, down = cfg.strides_t[self.block], cfg.downs_t[self.block]
         stack = _res_stack_class(cfg)
-        x = _conv(width, 3, "proj_in")(x)
+        x = _conv(width, 3, "proj_in", dtype=cfg.dtype)(x)
         for i in range(down):
             x = stack(cfg, width, depth, reverse=cfg.reverse_decoder_dilation, name=f"res_{i}")(x)
             # Torch ConvTranspose1d(2s, s, s // 2) with nn.ConvTranspose's parameters, as
             # polyphase matmuls (XLA:CPU runs the dilated-input convolution slowly)
             features = cfg.emb_width if i == down - 1 else width
-            x = TransposedConv1d(features, stride, stride // 2, name=f"up_{i}")(x)
+            x = TransposedConv1d(features, stride, stride // 2, cfg.dtype, name=f"up_{i}")(x)
         return x
 
 
@@ -203,7 +220,7 @@ class Decoder(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for b in reversed(range(self.level + 1)):
             x = DecoderBlock(self.config, self.level, b, name=f"block_{b}")(x)
-        return _conv(self.config.input_channels, 3, "out")(x)
+        return _conv(self.config.input_channels, 3, "out", dtype=self.config.dtype)(x)
 
 
 class VQVAE(nn.Module):
@@ -230,7 +247,7 @@ class VQVAE(nn.Module):
 
     def encode(self, x: jax.Array) -> list[jax.Array]:
         """``[B, T, C]`` audio -> per level ``[B, T/hop, emb]`` latents before quantisation."""
-        return [encoder(x) for encoder in self.encoders]
+        return [encoder(x).astype(jnp.float32) for encoder in self.encoders]
 
     def quantize(
         self, latents: list[jax.Array], train: bool = False
@@ -241,7 +258,7 @@ class VQVAE(nn.Module):
 
     def decode(self, latents: list[jax.Array]) -> list[jax.Array]:
         """Per-level (dequantised) latents -> per-level reconstructions ``[B, T, C]``."""
-        return [decoder(z) for decoder, z in zip(self.decoders, latents)]
+        return [decoder(z).astype(jnp.float32) for decoder, z in zip(self.decoders, latents)]
 
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, Any]:
         """Full forward; ``reconstructions[0]`` is the model output (level 0)."""

@@ -44,6 +44,7 @@ from jaxsep.audio.stft import stft
 from jaxsep.errors import JaxsepError
 from jaxsep.nn.batchnorm import TorchBatchNorm
 from jaxsep.nn.lstm import LSTM, input_gates, param_names, recurrence
+from jaxsep.nn.precision import compute_dtype
 
 Array = jax.Array
 
@@ -73,8 +74,11 @@ def _layer_weights(weights: Sequence[dict], layer: int, directions: int) -> tupl
     return tuple(list(t) for t in zip(*per))
 
 
-def fused_lstm_layer(x: Array, w_ih: list, w_hh: list, bias: list) -> Array:
-    """One (bi)LSTM layer of every source at once: x `[S, B, T, F]` -> `[S, B, T, D*H]`.
+def fused_lstm_layer(
+    x: Array, w_ih: list, w_hh: list, bias: list, dtype: jnp.dtype = jnp.float32
+) -> Array:
+    """One (bi)LSTM layer of every source at once: x `[S, B, T, F]` -> `[S, B, T, D*H]`
+    (in `dtype`, the matmul operand dtype of `jaxsep.nn.precision`).
 
     The S sources x D directions run as S*D independent recurrences in a single `lax.scan`
     (jaxsep.nn.lstm's, with its fast custom backward), instead of S scans of D. Weights come
@@ -86,13 +90,14 @@ def fused_lstm_layer(x: Array, w_ih: list, w_hh: list, bias: list) -> Array:
     batch, steps = x.shape[1], x.shape[2]
     inputs = [x[r // directions].swapaxes(0, 1) for r in range(len(w_ih))]  # [T, B, F]
     reverse = [bool(r % directions) for r in range(len(w_ih))]
-    gates_x = input_gates(inputs, w_ih, bias, reverse)
+    gates_x = input_gates(inputs, w_ih, bias, reverse, dtype=dtype)
     h0 = jnp.zeros((sources * directions, batch, hidden), gates_x.dtype)
-    hs, _ = recurrence(gates_x, w_hh, h0, h0)
+    hs, _ = recurrence(gates_x, w_hh, h0, h0, dtype=dtype)
     hs = hs.reshape(steps, sources, directions, batch, hidden)
     if directions == 2:
         hs = jnp.stack([hs[:, :, 0], hs[::-1, :, 1]], axis=2)
-    return hs.transpose(1, 3, 0, 2, 4).reshape(sources, batch, steps, directions * hidden)
+    hs = hs.transpose(1, 3, 0, 2, 4).reshape(sources, batch, steps, directions * hidden)
+    return hs.astype(dtype)
 
 
 class SourceNet(nn.Module):
@@ -105,13 +110,14 @@ class SourceNet(nn.Module):
     nb_layers: int
     bidirectional: bool
     lstm_backend: str
+    dtype: str = "float32"
 
     def setup(self) -> None:
         self.input_mean = self.param("input_mean", nn.initializers.zeros, (self.max_bin,))
         self.input_scale = self.param("input_scale", nn.initializers.ones, (self.max_bin,))
         self.output_scale = self.param("output_scale", nn.initializers.ones, (self.nb_bins,))
         self.output_mean = self.param("output_mean", nn.initializers.ones, (self.nb_bins,))
-        dense = dict(use_bias=False, kernel_init=_torch_linear_init)
+        dense = dict(use_bias=False, kernel_init=_torch_linear_init, dtype=self.dtype)
         self.fc1 = nn.Dense(self.hidden_size, **dense)
         self.bn1 = TorchBatchNorm()
         lstm_hidden = self.hidden_size // 2 if self.bidirectional else self.hidden_size
@@ -122,6 +128,7 @@ class SourceNet(nn.Module):
             dropout=0.4 if self.nb_layers > 1 else 0.0,
             backend=self.lstm_backend,
             batch_first=True,
+            dtype=self.dtype,
         )
         self.fc2 = nn.Dense(self.hidden_size, **dense)
         self.bn2 = TorchBatchNorm()
@@ -172,12 +179,14 @@ class XUMX(nn.Module):
     center: bool = True
     fuse_lstms: bool = True
     extra_features: int = 0  # > 0: per-frame conditioning `extra` joins every LSTM input (Concat)
+    dtype: str = "float32"  # "bfloat16": bfloat16 activations (jaxsep.nn.precision)
 
     @property
     def nb_bins(self) -> int:
         return self.n_fft // 2 + 1
 
     def _check(self, where: str, shape: tuple[int, ...], channel_axis: int = -1) -> None:
+        compute_dtype(self.dtype, "XUMX")
         if len(self.sources) == 0 or len(set(self.sources)) != len(self.sources):
             raise JaxsepError(f"XUMX: sources must be distinct names, got {self.sources!r}")
         if self.max_bin is not None and not 0 < self.max_bin <= self.nb_bins:
@@ -194,6 +203,7 @@ class XUMX(nn.Module):
             self.lstm_backend == "auto"
             and jax.default_backend() == "gpu"
             and mag.dtype == jnp.float32
+            and compute_dtype(self.dtype) == jnp.float32
         )
         fuse = self.fuse_lstms and len(self.sources) > 1
         return fuse and not cudnn and not self.is_initializing()
@@ -207,7 +217,9 @@ class XUMX(nn.Module):
             if layer > 0 and train and rate > 0.0:
                 keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate, x.shape)
                 x = jnp.where(keep, x / (1.0 - rate), 0.0)
-            x = fused_lstm_layer(x, *_layer_weights(weights, layer, directions))
+            x = fused_lstm_layer(
+                x, *_layer_weights(weights, layer, directions), compute_dtype(self.dtype)
+            )
         return list(x)
 
     def __call__(self, wave: Array, train: bool = False, extra: Array | None = None) -> Array:
@@ -250,6 +262,7 @@ class XUMX(nn.Module):
                 nb_layers=self.nb_layers,
                 bidirectional=self.bidirectional,
                 lstm_backend=self.lstm_backend,
+                dtype=self.dtype,
                 name=source,
             )
             for source in self.sources

@@ -10,9 +10,12 @@ a stride-1, kernel-2 problem over s * C channels: two matmuls, whose gradients a
 The parameters keep the names, shapes and meaning of `flax.linen.Conv` (``kernel [2s, C_in,
 C_out]``) and of `flax.linen.ConvTranspose(transpose_kernel=True)` (``kernel [2s, C_out, C_in]``),
 so checkpoints and converters are unchanged, and the tests compare against those modules.
+Like them, ``dtype`` is the computation (and output) dtype; parameters stay float32.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,7 +24,10 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _phase_matmul(blocks: Array, w_now: Array, w_prev: Array, now: slice, prev: slice) -> Array:
+def _phase_matmul(
+    blocks: Array, w_now: Array, w_prev: Array, now: slice, prev: slice, dtype: Any
+) -> Array:
+    blocks, w_now, w_prev = (a.astype(dtype) for a in (blocks, w_now, w_prev))
     return jnp.einsum("btc,cd->btd", blocks[:, now], w_now) + jnp.einsum(
         "btc,cd->btd", blocks[:, prev], w_prev
     )
@@ -41,6 +47,7 @@ class StridedConv1d(nn.Module):
     features: int
     stride: int
     padding: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -54,8 +61,9 @@ class StridedConv1d(nn.Module):
         # out[i] = sum_k x[s*i + k] W[k]; taps k < s read block i, taps k >= s read block i + 1
         w_first = kernel[:s].reshape(s * channels, self.features)
         w_second = kernel[s:].reshape(s * channels, self.features)
-        y = _phase_matmul(blocks, w_first, w_second, slice(0, out_len), slice(1, out_len + 1))
-        return y + bias
+        now, prev = slice(0, out_len), slice(1, out_len + 1)
+        y = _phase_matmul(blocks, w_first, w_second, now, prev, self.dtype)
+        return y + bias.astype(self.dtype)
 
 
 class TransposedConv1d(nn.Module):
@@ -66,6 +74,7 @@ class TransposedConv1d(nn.Module):
     features: int
     stride: int
     padding: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -77,7 +86,9 @@ class TransposedConv1d(nn.Module):
         w_now = taps[:s].transpose(1, 0, 2).reshape(x.shape[-1], s * self.features)
         w_prev = taps[s:].transpose(1, 0, 2).reshape(x.shape[-1], s * self.features)
         padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0)))  # padded[j + 1] = x[j]
-        y = _phase_matmul(padded, w_now, w_prev, slice(1, steps + 2), slice(0, steps + 1))
+        y = _phase_matmul(
+            padded, w_now, w_prev, slice(1, steps + 2), slice(0, steps + 1), self.dtype
+        )
         y = y.reshape(batch, s * (steps + 1), self.features)
         out_len = s * (steps - 1) + 2 * s - 2 * p
-        return y[:, p : p + out_len] + bias
+        return y[:, p : p + out_len] + bias.astype(self.dtype)
