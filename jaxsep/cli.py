@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="eager,compile (default: both on GPU, eager on CPU)",
     )
-    p.add_argument("--precision", choices=("fp32", "tf32"), default="fp32")
+    p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
     p.add_argument("--workers", default=None, help="pipeline: grain worker counts, e.g. 0,1,2")
     p.add_argument(
         "-o", "--out", type=Path, default=None, help="JSONL file (default: benchmarks/results/...)"

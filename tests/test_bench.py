@@ -160,3 +160,44 @@ def test_bad_options_raise_one_line_errors(tmp_path):
     with pytest.raises(JaxsepError, match="batch-size"):
         build_case("vggish", "tiny", batch_size=0)
     assert not (tmp_path / "x.jsonl").exists()
+    with pytest.raises(JaxsepError, match="--precision must be one of fp32, tf32, bf16"):
+        run_bench("vggish", precision="fp16", out=tmp_path / "x.jsonl")
+
+
+def test_bf16_records_each_frameworks_error_against_float32(tmp_path):
+    """bf16: float32 parity first, then each side's bf16 output scored against float32."""
+    out = tmp_path / "cpu" / "chimera.jsonl"
+    records = run_bench(
+        "chimera", size="tiny", precision="bf16", reps=1, warmup=0, out=out, log=str
+    )
+    for r in records:
+        assert r["precision"] == "bf16"
+        assert r["parity_max_rel_err"] <= 1e-4  # the float32 functions are the same
+        assert 0 < r["lowp_rel_l2_jax"] < 1e-2  # bfloat16 rounding, measurable and small
+        assert 0 < r["lowp_rel_l2_torch"] < 1e-2  # torch.autocast rounds too
+    table = render_table(read_records([tmp_path]))
+    assert ", bf16, git" in table and "Accuracy of bf16 against float32" in table
+    assert f"| chimera | tiny | 2 | {records[0]['lowp_rel_l2_jax']:.1e} |" in table
+
+
+def test_a_broken_low_precision_path_stops_the_bench(monkeypatch):
+    import jaxsep.bench.cases as cases
+
+    case = build_case("umx", "tiny")
+    program = case.jax_program
+
+    def broken(variant, dtype):  # bf16 output off by 30%: a bug, not rounding
+        infer, loss = program(variant, dtype)
+        if dtype == "float32":
+            return infer, loss
+        return (lambda v, x: 1.3 * infer(v, x)), loss
+
+    case.jax_program = broken
+    monkeypatch.setattr(cases, "build_case", lambda *args, **kwargs: case)
+    with pytest.raises(JaxsepError, match="bf16 output is .* away from float32"):
+        bench_model("umx", size="tiny", reps=1, warmup=0, precision="bf16")
+    with torch.no_grad():  # and the float32 comparison still guards the function itself
+        case.torch_module.vocals.fc2.weight.mul_(1.01)
+    case.jax_program = program
+    with pytest.raises(JaxsepError, match="float32 JAX .* outputs differ"):
+        bench_model("umx", size="tiny", reps=1, warmup=0, precision="bf16")

@@ -69,8 +69,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
 class Case:
     """Everything the harness needs to time one model in both frameworks.
 
-    ``jax_program(variant)`` returns ``(infer(variables, x), loss(params, state, x, target, rng)
-    -> (loss, new_state))``; the torch side takes numpy inputs through ``to_torch`` and its
+    ``jax_program(variant, dtype)`` returns ``(infer(variables, x), loss(params, state, x,
+    target, rng) -> (loss, new_state))`` for the model built with compute ``dtype`` ("float32" or
+    "bfloat16", `jaxsep.nn.precision`); the torch side takes numpy inputs through ``to_torch`` and its
     outputs come back in the JAX layout through ``from_torch``.
     """
 
@@ -84,7 +85,7 @@ class Case:
     target: Any
     variables: dict
     jax_variants: tuple[str, ...]
-    jax_program: Callable[[str], tuple[Callable, Callable]]
+    jax_program: Callable[[str, str], tuple[Callable, Callable]]
     torch_module: torch.nn.Module
     torch_infer: Callable[[torch.nn.Module, torch.Tensor], Any]
     torch_loss: Callable[[torch.nn.Module, torch.Tensor, Any], torch.Tensor]
@@ -142,8 +143,8 @@ def _xumx_case(model: str, size: str, batch_size: int | None, seed: int) -> Case
     out_shape = jax.eval_shape(init_module.apply, variables, wave).shape
     target = _random_target(rng, out_shape)
 
-    def program(variant: str):
-        module = XUMX(**kwargs, lstm_backend=variant)
+    def program(variant: str, dtype: str):
+        module = XUMX(**kwargs, lstm_backend=variant, dtype=dtype)
 
         def infer(v, x):
             return module.apply(v, x)
@@ -232,8 +233,8 @@ def _chimera_case(size: str, batch_size: int | None, seed: int) -> Case:
     shapes = jax.eval_shape(module0.apply, variables, mag)
     target = {k: _random_target(rng, v.shape) for k, v in shapes.items()}
 
-    def program(variant: str):
-        module = ChimeraNet(**kwargs, lstm_backend=variant)
+    def program(variant: str, dtype: str):
+        module = ChimeraNet(**kwargs, lstm_backend=variant, dtype=dtype)
 
         def loss(params, state, x, t, key):
             y, new_state = module.apply(
@@ -311,21 +312,9 @@ def _vqvae_case(size: str, batch_size: int | None, seed: int) -> Case:
     state = restored_state(codes.astype(np.float32))
     variables["codebook"] = {"quantizers_0": jax.tree.map(np.asarray, state._asdict())}
 
-    def loss(params, state, x, t, key):
-        del t
-        out, new_state = model.apply(
-            {"params": params, **state},
-            x,
-            train=True,
-            mutable=["codebook"],
-            rngs={"codebook": key},
-        )
-        return _mse(out["reconstructions"][0], x) + config.commit * out["commit_losses"][0], (
-            new_state
-        )
-
-    def infer(v, x):
-        return model.apply(v, x)["reconstructions"][0]
+    def program(variant: str, dtype: str):
+        del variant  # no LSTM
+        return _vqvae_program(VQVAE(dataclasses.replace(config, dtype=dtype)), config.commit)
 
     book = {k: torch.from_numpy(np.array(v)) for k, v in state._asdict().items()}
     twin = tm.TorchVQVAE(config, book)
@@ -348,7 +337,7 @@ def _vqvae_case(size: str, batch_size: int | None, seed: int) -> Case:
         target=np.zeros((), np.float32),
         variables=variables,
         jax_variants=("xla",),
-        jax_program=lambda variant: (infer, loss),
+        jax_program=program,
         torch_module=twin,
         torch_infer=lambda m, x: m(x)[0],
         torch_loss=torch_loss,
@@ -358,6 +347,26 @@ def _vqvae_case(size: str, batch_size: int | None, seed: int) -> Case:
         notes=f"level 0, W{config.level_width(0)}/D{config.level_depth(0)}, "
         f"{config.l_bins} codes, EMA codebook",
     )
+
+
+def _vqvae_program(model, commit: float) -> tuple[Callable, Callable]:
+    """Level-0 reconstruction (inference) and reconstruction + commitment loss (training)."""
+
+    def loss(params, state, x, t, key):
+        del t
+        out, new_state = model.apply(
+            {"params": params, **state},
+            x,
+            train=True,
+            mutable=["codebook"],
+            rngs={"codebook": key},
+        )
+        return _mse(out["reconstructions"][0], x) + commit * out["commit_losses"][0], new_state
+
+    def infer(v, x):
+        return model.apply(v, x)["reconstructions"][0]
+
+    return infer, loss
 
 
 def _vggish_case(size: str, batch_size: int | None, seed: int) -> Case:
@@ -370,9 +379,18 @@ def _vggish_case(size: str, batch_size: int | None, seed: int) -> Case:
     variables = jax.tree.map(np.asarray, dict(model.init(jax.random.key(seed), examples[:1])))
     target = _random_target(rng, (s["batch"], 128))
 
-    def loss(params, state, x, t, key):
-        del key
-        return _mse(model.apply({"params": params, **state}, x), t), state
+    def program(variant: str, dtype: str):
+        del variant  # no LSTM
+        net = VGGish(dtype=jnp.dtype(dtype))
+
+        def infer(v, x):
+            return net.apply(v, x).astype(jnp.float32)
+
+        def loss(params, state, x, t, key):
+            del key
+            return _mse(infer({"params": params, **state}, x), t), state
+
+        return infer, loss
 
     twin = tm.TorchVGGish(CONV_LAYERS, DENSE_LAYERS)
     load_jax_variables(twin, variables)
@@ -388,7 +406,7 @@ def _vggish_case(size: str, batch_size: int | None, seed: int) -> Case:
         target=target,
         variables=variables,
         jax_variants=("xla",),
-        jax_program=lambda variant: (lambda v, x: model.apply(v, x), loss),
+        jax_program=program,
         torch_module=twin,
         torch_infer=lambda m, x: m(x),
         torch_loss=lambda m, x, t: torch.mean((m(x) - t) ** 2),

@@ -88,9 +88,9 @@ def vggish_forward_flops(
 
 # Dense peak FLOP/s per precision (NVIDIA datasheets, SXM parts) for MFU; None = unknown device.
 PEAK_FLOPS = {
-    "H100": {"fp32": 67e12, "tf32": 495e12},
-    "H200": {"fp32": 67e12, "tf32": 495e12},
-    "A100": {"fp32": 19.5e12, "tf32": 156e12},
+    "H100": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12},
+    "H200": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12},
+    "A100": {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12},
 }
 
 

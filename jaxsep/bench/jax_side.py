@@ -23,8 +23,14 @@ LEARNING_RATE = 1e-3
 
 
 def matmul_precision(precision: str):
-    """fp32 = full float32 matmuls/convs (XLA "highest"); tf32 = TensorFloat-32 on GPUs."""
-    return jax.default_matmul_precision("highest" if precision == "fp32" else "tensorfloat32")
+    """fp32 = full float32 matmuls/convs (XLA "highest"); tf32 = TensorFloat-32 on GPUs; bf16 =
+    "highest" too: only the models' bfloat16 operands are rounded, float32 ones stay exact."""
+    return jax.default_matmul_precision("tensorfloat32" if precision == "tf32" else "highest")
+
+
+def compute_dtype(precision: str) -> str:
+    """The models' `dtype` for a bench precision: bf16 = bfloat16 activations, else float32."""
+    return "bfloat16" if precision == "bf16" else "float32"
 
 
 def _compiled_bytes(compiled) -> int | None:
@@ -82,7 +88,7 @@ def compile_case(
     """Compile `case`'s inference and train step (forward, loss, backward, Adam) in JAX with LSTM
     backend `variant`. `donate=None` donates the train state as jaxsep's trainer would on this
     device (`compile_options.donate_train_state`)."""
-    infer, loss = case.jax_program(variant)
+    infer, loss = case.jax_program(variant, compute_dtype(precision))
     tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
 
     def train_step(ts, x, target, key):
@@ -107,6 +113,16 @@ def compile_case(
         donate = donate_train_state(device.platform)
     train_c, train_s = _compile(train_step, (ts, x, target, key), precision, (0,) if donate else ())
     return CompiledCase(infer_c, train_c, infer_s, train_s, donate, variables, ts, x, target, key)
+
+
+def float32_output(case: Case, variant: str, device) -> Any:
+    """The case's float32 inference output (the reference of a reduced-precision run)."""
+    infer, _ = case.jax_program(variant, "float32")
+    variables, x = (
+        jax.device_put(jax.tree.map(np.asarray, t), device) for t in (case.variables, case.inputs)
+    )
+    compiled, _ = _compile(infer, (variables, x), "fp32", (), device.platform)
+    return jax.tree.map(np.asarray, compiled(variables, x))
 
 
 def prepare_jax(

@@ -131,28 +131,62 @@ def _pipeline_rows(records: list[dict]) -> list[str]:
     return rows
 
 
+def _accuracy_rows(records: list[dict]) -> list[str]:
+    """Reduced-precision outputs against float32, per framework (`runner` module docstring)."""
+    rows = [
+        "| model | size | batch | JAX rel. L2 error vs fp32 | PyTorch rel. L2 error vs fp32 "
+        "| first train loss JAX / PyTorch |",
+        "|---|---|---|---|---|---|",
+    ]
+    seen = set()
+    for r in records:
+        key = (r["model"], r["size"], r["batch_size"], r["jax_variant"])
+        if "lowp_rel_l2_jax" not in r or key in seen:
+            continue
+        seen.add(key)
+        rows.append(
+            f"| {r['model']} | {r['size']} | {r['batch_size']} | {r['lowp_rel_l2_jax']:.1e} "
+            f"| {r['lowp_rel_l2_torch']:.1e} | {_num(r.get('lowp_first_loss_jax'), 5)} / "
+            f"{_num(r.get('lowp_first_loss_torch'), 5)} |"
+        )
+    return rows if seen else []
+
+
 def render_table(records: list[dict]) -> str:
-    """Markdown: per device, a table of model records and one of pipeline records."""
+    """Markdown: per device and precision, a table of model records (plus, for a reduced
+    precision, its accuracy against float32), and per device one of pipeline records."""
     bsseval = [r for r in records if r.get("bench") == "bsseval"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
     for slug in sorted({r.get("device_slug", "?") for r in records}):
         mine = [r for r in records if r.get("device_slug", "?") == slug]
-        first = mine[0]
-        out.append(
-            f"### {slug}: {first.get('device')} (jax {first.get('jax_version')}, torch "
-            f"{first.get('torch_version')}, {first.get('precision')}, git "
-            f"{first.get('git_revision')})\n"
-        )
         models = [r for r in mine if r.get("bench") == "model"]
         pipeline = [r for r in mine if r.get("bench") == "pipeline"]
-        if models:
-            out += _model_rows(models) + [""]
+        precisions = sorted({r.get("precision") or "fp32" for r in models}, key=_precision_order)
+        for precision in precisions or [None]:
+            group = [r for r in models if (r.get("precision") or "fp32") == precision]
+            first = (group or mine)[0]
+            out.append(
+                f"### {slug}: {first.get('device')} (jax {first.get('jax_version')}, torch "
+                f"{first.get('torch_version')}, {precision or first.get('precision')}, git "
+                f"{first.get('git_revision')})\n"
+            )
+            if group:
+                out += _model_rows(group) + [""]
+                accuracy = _accuracy_rows(group)
+                if accuracy:
+                    out += [f"Accuracy of {precision} against float32 (same weights and input):\n"]
+                    out += accuracy + [""]
         if pipeline:
             out += _pipeline_rows(pipeline) + [""]
     if bsseval:
         out += _bsseval_rows(bsseval[-1:]) + [""]
     return "\n".join(out) + ("\n" if out else "")
+
+
+def _precision_order(precision: str) -> int:
+    order = ("fp32", "tf32", "bf16")
+    return order.index(precision) if precision in order else len(order)
 
 
 def _bsseval_rows(records: list[dict]) -> list[str]:

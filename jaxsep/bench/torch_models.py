@@ -179,8 +179,13 @@ class TorchVectorQuantizer(nn.Module):
         self.register_buffer("k_elem", k_elem.clone())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, emb, T'] -> (quantised [B, emb, T'], commit loss)."""
-        flat = x.transpose(1, 2).reshape(-1, x.shape[1]).float()
+        """x [B, emb, T'] -> (quantised [B, emb, T'], commit loss). float32 under autocast too, as
+        jaxsep's quantiser: a bfloat16 distance would pick other codes."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._quantise(x.float())
+
+    def _quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = x.transpose(1, 2).reshape(-1, x.shape[1])
         with torch.no_grad():
             dist = (flat * flat).sum(-1, keepdim=True) - 2.0 * flat @ self.k.T + (self.k**2).sum(-1)
             codes = dist.argmin(-1)

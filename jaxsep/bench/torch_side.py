@@ -3,6 +3,7 @@ Adam) and inference, on the same device and batch as the JAX half."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,14 @@ def set_precision(precision: str) -> None:
     torch.backends.cudnn.allow_tf32 = tf32
 
 
+def autocast(precision: str, device: torch.device):
+    """bf16: `torch.autocast` to bfloat16, PyTorch's own mixed precision (matmuls, convolutions
+    and RNNs in bfloat16, the rest float32), as its users run it; otherwise no autocast."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _to(tree: Any, device: torch.device) -> Any:
     if isinstance(tree, dict):
         return {k: _to(v, device) for k, v in tree.items()}
@@ -31,7 +40,18 @@ def _to(tree: Any, device: torch.device) -> Any:
 def _numpy(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _numpy(v) for k, v in tree.items()}
-    return tree.detach().cpu().numpy()
+    return tree.detach().float().cpu().numpy()
+
+
+def float32_output(case: Case, device: torch.device) -> Any:
+    """The case's float32 eager inference output (the reference of a reduced-precision run)."""
+    import copy
+
+    set_precision("fp32")
+    module = copy.deepcopy(case.torch_module).to(device).eval()
+    x = _to(case.to_torch(case.inputs), device)
+    with torch.no_grad():
+        return case.from_torch(_numpy(case.torch_infer(module, x)))
 
 
 def prepare_torch(
@@ -59,7 +79,9 @@ def prepare_torch(
     optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
     result: dict[str, Any] = {"variant": variant}
 
-    with torch.no_grad():
+    mixed = lambda: autocast(precision, device)  # noqa: E731
+
+    with torch.no_grad(), mixed():
         module.eval()
         start = time.perf_counter()
         result["output"] = case.from_torch(_numpy(sync(case.torch_infer(run, x))))
@@ -67,7 +89,8 @@ def prepare_torch(
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = case.torch_loss(run, x, target)
+        with mixed():
+            loss = case.torch_loss(run, x, target)
         loss.backward()
         optimizer.step()
         return loss
@@ -78,10 +101,10 @@ def prepare_torch(
     start = time.perf_counter()
     result["first_loss"] = float(sync(step()).item())
     result["compile_s"] = time.perf_counter() - start if variant == "compile" else None
-    return result, lambda: _finish(result, step, run, case, x, sync, device, reps, warmup)
+    return result, lambda: _finish(result, step, run, case, x, sync, device, reps, warmup, mixed)
 
 
-def _finish(result, step, run, case, x, sync, device, reps, warmup) -> dict[str, Any]:
+def _finish(result, step, run, case, x, sync, device, reps, warmup, mixed) -> dict[str, Any]:
     module = run
     cuda = device.type == "cuda"
     module.train()
@@ -92,7 +115,7 @@ def _finish(result, step, run, case, x, sync, device, reps, warmup) -> dict[str,
     module.eval()
 
     def infer():
-        with torch.no_grad():
+        with torch.no_grad(), mixed():
             return case.torch_infer(run, x)
 
     if cuda:
