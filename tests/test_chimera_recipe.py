@@ -133,9 +133,12 @@ def test_whole_finetune_improves_a_fixed_validation_batch(corpora, pretrained, t
 
 
 def test_scratch_baseline_and_config_errors(corpora, tmp_path):
-    config = tiny("scratch", corpora, "chorale", eval_every=0)
+    # trained with bfloat16 activations (config.model.dtype), the model dir keeps float32 weights
+    config = tiny("scratch", corpora, "chorale", eval_every=0, **{"model.dtype": "bfloat16"})
     assert recipe.variant_config("scratch", "tiny").num_steps == sum(recipe.TINY_STEPS.values())
     model = load(recipe.train(config, tmp_path / "scratch"))
+    assert model.config["model_kwargs"]["dtype"] == "bfloat16"
+    assert {leaf.dtype for leaf in jax.tree.leaves(model.variables)} == {np.dtype("float32")}
     assert model.config["mode"] == "scratch" and model.config["alpha"] == 0.01
     assert model.config["sources"] == ["soprano", "accompaniment"]
     with pytest.raises(JaxsepError, match="mode"):

@@ -184,3 +184,18 @@ def test_chimera_trains_in_bfloat16_like_in_float32():
     l32, l16 = run("float32"), run("bfloat16")
     assert l16[-1] < 0.8 * l16[0]  # it learns
     assert np.max(np.abs(l16 - l32) / l32) < 2e-2  # along the float32 curve
+
+
+def test_recipes_pass_the_dtype_switch_to_their_models():
+    from jaxsep.recipes import jukebox_unmix, xumx_vggish
+
+    config = xumx_vggish.config_for("baseline", "tiny")
+    assert xumx_vggish.model_kwargs(config, 44100, 2)["dtype"] == "float32"
+    config.model.dtype = "bfloat16"
+    assert XUMX(**xumx_vggish.model_kwargs(config, 44100, 2)).dtype == "bfloat16"
+    config = jukebox_unmix.default_config()
+    config.model.dtype = "bfloat16"
+    assert jukebox_unmix._model_config(config).dtype == "bfloat16"
+    config.model.dtype = "half"
+    with pytest.raises(JaxsepError, match="dtype must be one of"):
+        jukebox_unmix._model_config(config)

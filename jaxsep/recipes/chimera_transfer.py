@@ -113,6 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(
         {"hidden": 500, "layers": 4, "embedding_dim": 20, "dropout": 0.3, "n_fft": 512}
     )
+    c.model.dtype = "float32"  # "bfloat16": bf16 activations (jaxsep.nn.precision)
     return c
 
 
@@ -253,6 +254,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
         "embedding_dim": int(m.embedding_dim),
         "num_sources": len(config.data.stems),
         "dropout": float(m.dropout),
+        "dtype": str(m.get("dtype", "float32")),
     }
 
 

@@ -89,6 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
             "emb_width": 64,
             "l_bins": 2048,
             "remat": False,  # rematerialise residual stacks in the backward pass
+            "dtype": "float32",  # "bfloat16": bf16 convolution activations
         }
     )
     c.loss = ml_collections.ConfigDict(
@@ -268,6 +269,7 @@ def _model_config(config, model_kwargs: dict | None = None) -> VQVAEConfig:
     """Architecture from the checkpoint when there is one; training switches from the config."""
     values = dict(model_kwargs) if model_kwargs else config_to_dict(config.model)
     values["remat"] = bool(config.model.remat)
+    values["dtype"] = str(config.model.get("dtype", "float32"))
     values["codebook_update"] = str(config.codebook_update)
     try:
         cfg = VQVAEConfig.from_dict(values)

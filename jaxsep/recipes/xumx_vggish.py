@@ -98,6 +98,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.hidden_size = 512
     c.model.nb_layers = 3
     c.model.bandwidth = 16000.0  # Hz: the network sees bins up to here (1487 at 4096)
+    c.model.dtype = "float32"  # "bfloat16": bf16 activations (jaxsep.nn.precision)
     c.loss = ml_collections.ConfigDict()
     c.loss.mix_coef = 10.0  # weight of the time-domain weighted-SDR term
     c.loss.combine = True  # combination loss over the 14 source subsets
@@ -172,6 +173,7 @@ def model_kwargs(config: ml_collections.ConfigDict, sample_rate: int, channels: 
         "max_bin": bandwidth_to_max_bin(sample_rate, int(m.n_fft), float(m.bandwidth)),
         "bridge": True,
         "extra_features": EMBEDDING_SIZE if config.method == "concat" else 0,
+        "dtype": str(m.get("dtype", "float32")),
     }
 
 
