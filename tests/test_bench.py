@@ -201,3 +201,13 @@ def test_a_broken_low_precision_path_stops_the_bench(monkeypatch):
     case.jax_program = program
     with pytest.raises(JaxsepError, match="float32 JAX .* outputs differ"):
         bench_model("umx", size="tiny", reps=1, warmup=0, precision="bf16")
+
+
+def test_bf16_runs_only_the_lstm_backends_that_compute_in_bf16(monkeypatch):
+    import jaxsep.bench.cases as cases
+
+    case = build_case("umx", "tiny")
+    case.jax_variants = ("scan", "cudnn")  # as on a GPU; cuDNN's LSTM is float32 only
+    monkeypatch.setattr(cases, "build_case", lambda *args, **kwargs: case)
+    records = bench_model("umx", size="tiny", reps=1, warmup=0, precision="bf16")
+    assert {r["jax_variant"] for r in records} == {"scan"}
