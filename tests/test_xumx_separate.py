@@ -60,3 +60,25 @@ def test_separator_runs_xumx_model_dir(fixtures_dir, tmp_path):
     no_wiener = model.config | {"separation": {"wiener_iterations": 0}}
     plain = separate_waveforms(model.module, model.variables, jnp.asarray(audio[None]), no_wiener)
     assert not np.allclose(np.asarray(plain)[0], direct, atol=1e-5)  # the EM stage did something
+
+
+def test_separator_runs_a_bfloat16_model_dir_close_to_float32(fixtures_dir, tmp_path):
+    """model_kwargs.dtype = bfloat16 in config.json: the Separator runs bf16 activations."""
+    import json
+
+    out = tmp_path / "xumx"
+    convert_to_model_dir("xumx", fixtures_dir / "xumx" / "xumx_tiny_package.pth", out)
+    float32 = jaxsep.load(out)
+    config = json.loads((out / "config.json").read_text())
+    config["model_kwargs"]["dtype"] = "bfloat16"
+    (out / "config.json").write_text(json.dumps(config))
+    bf16 = jaxsep.load(out)
+    assert bf16.module.dtype == "bfloat16"
+    rate = int(float32.config["sample_rate"])
+    audio = np.random.default_rng(1).standard_normal((rate // 2, 2)).astype(np.float32) * 0.1
+    run = lambda m: jaxsep.Separator(m, segment=0.5, batch_size=2)(audio, rate)  # noqa: E731
+    reference, stems = run(float32), run(bf16)
+    for name in float32.config["sources"]:
+        assert stems[name].dtype == np.float32
+        error = np.linalg.norm(stems[name] - reference[name]) / np.linalg.norm(reference[name])
+        assert 0 < error < 2e-2, (name, error)
