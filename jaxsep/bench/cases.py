@@ -114,6 +114,23 @@ def _lstm_variants() -> tuple[str, ...]:
     return ("scan", "cudnn") if jax.default_backend() == "gpu" else ("scan",)
 
 
+def _lstm_program(module, error) -> tuple[Callable, Callable]:
+    """Inference and training loss of a batch-norm + dropout model (X-UMX, ChimeraNet):
+    ``error(outputs, target)`` in train mode, with "batch_stats" updated."""
+
+    def loss(params, state, x, t, key):
+        y, new_state = module.apply(
+            {"params": params, **state},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": key},
+        )
+        return error(y, t), new_state
+
+    return (lambda v, x: module.apply(v, x)), loss
+
+
 def _random_target(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.random(shape, dtype=np.float32)
 
@@ -144,22 +161,7 @@ def _xumx_case(model: str, size: str, batch_size: int | None, seed: int) -> Case
     target = _random_target(rng, out_shape)
 
     def program(variant: str, dtype: str):
-        module = XUMX(**kwargs, lstm_backend=variant, dtype=dtype)
-
-        def infer(v, x):
-            return module.apply(v, x)
-
-        def loss(params, state, x, t, key):
-            y, new_state = module.apply(
-                {"params": params, **state},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": key},
-            )
-            return _mse(y, t), new_state
-
-        return infer, loss
+        return _lstm_program(XUMX(**kwargs, lstm_backend=variant, dtype=dtype), _mse)
 
     twin = tm.TorchXUMX(
         kwargs["sources"],
@@ -235,18 +237,9 @@ def _chimera_case(size: str, batch_size: int | None, seed: int) -> Case:
 
     def program(variant: str, dtype: str):
         module = ChimeraNet(**kwargs, lstm_backend=variant, dtype=dtype)
-
-        def loss(params, state, x, t, key):
-            y, new_state = module.apply(
-                {"params": params, **state},
-                x,
-                train=True,
-                mutable=["batch_stats"],
-                rngs={"dropout": key},
-            )
-            return _mse(y["mask"], t["mask"]) + _mse(y["embedding"], t["embedding"]), new_state
-
-        return (lambda v, x: module.apply(v, x)), loss
+        return _lstm_program(
+            module, lambda y, t: _mse(y["mask"], t["mask"]) + _mse(y["embedding"], t["embedding"])
+        )
 
     cfg = module0
     twin = tm.TorchChimera(cfg.num_bins, cfg.hidden, cfg.layers, cfg.embedding_dim, cfg.num_sources)
