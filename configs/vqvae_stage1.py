@@ -4,27 +4,17 @@ jaxsep train --config configs/vqvae_stage1.py[:tiny] --workdir runs/vocals_s1 --
     --config.stem=vocals [--config.init_checkpoint=vqvae.pth.tar] [--config.codebook_update=frozen]
 """
 
-from jaxsep.recipes.jukebox_unmix import default_config
+from jaxsep.recipes.jukebox_unmix import default_config, tiny_schedule
 
 
 def tiny(config):
     """Seconds on 2 CPU cores (tests): width 8 (x2), depth 1 (x2), 4096-sample chunks."""
-    config.batch_size = 8
-    config.num_steps = 6
-    config.log_every = 1
-    config.eval_every = 6  # one eval, at the last step
-    config.checkpoint_every = 1000
-    config.warmup_steps = 2
-    config.param_ema = 0.9
-    config.optimizer.lr = 1e-3
+    config = tiny_schedule(config)
     config.model.width = 8
     config.model.depth = 1
     config.model.l_bins = 256
     config.model.emb_width = 16
-    config.loss.linf_k = 256
     config.bandwidth.chunks = 8
-    config.data.chunk = 4096
-    config.data.eval_examples = 2
     return config
 
 

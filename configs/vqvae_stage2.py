@@ -4,7 +4,7 @@ jaxsep train --config configs/vqvae_stage2.py[:tiny] --workdir runs/vocals_s2 --
     --config.stem=vocals --config.stem_model=runs/vocals_s1/model [--config.init_checkpoint=stem_model]
 """
 
-from jaxsep.recipes.jukebox_unmix import default_config
+from jaxsep.recipes.jukebox_unmix import default_config, tiny_schedule
 
 
 def get_config(arg=None):
@@ -12,17 +12,7 @@ def get_config(arg=None):
     config.stage = 2
     config.num_steps = 120_000
     if arg == "tiny":  # the architecture comes from the stage-1 model directory
-        config.batch_size = 8
-        config.num_steps = 6
-        config.log_every = 1
-        config.eval_every = 6  # one eval, at the last step
-        config.checkpoint_every = 1000
-        config.warmup_steps = 2
-        config.param_ema = 0.9
-        config.optimizer.lr = 1e-3
-        config.loss.linf_k = 256
-        config.data.chunk = 4096
-        config.data.eval_examples = 2
+        config = tiny_schedule(config)
     elif arg not in (None, "paper"):
         raise ValueError(f"unknown variant {arg!r} (paper, tiny)")
     return config
