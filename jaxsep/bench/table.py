@@ -14,6 +14,7 @@ _MODEL_KEY = (
     "threads", "precision",
 )  # fmt: skip
 _PIPELINE_KEY = ("device_slug", "size", "augment", "workers", "threads")
+MODEL_ORDER = {m: i for i, m in enumerate(("xumx", "umx", "chimera", "vqvae", "vggish"))}
 
 
 def read_records(paths: Iterable[Path]) -> list[dict]:
@@ -63,11 +64,10 @@ def _model_rows(records: list[dict]) -> list[str]:
         "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | load |"
     )
     rows = [head, "|" + "---|" * 17]
-    order = {m: i for i, m in enumerate(("xumx", "umx", "chimera", "vqvae", "vggish"))}
     records = sorted(
         records,
         key=lambda r: (
-            order.get(r["model"], 99),
+            MODEL_ORDER.get(r["model"], 99),
             str(r.get("threads")),
             r["mode"] != "train",
             r["jax_variant"],
@@ -139,7 +139,7 @@ def _accuracy_rows(records: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     seen = set()
-    for r in records:
+    for r in sorted(records, key=lambda r: MODEL_ORDER.get(r["model"], 99)):
         key = (r["model"], r["size"], r["batch_size"], r["jax_variant"])
         if "lowp_rel_l2_jax" not in r or key in seen:
             continue
