@@ -151,9 +151,10 @@ class ResStack(nn.Module):
 
 def _res_stack_class(config: VQVAEConfig) -> type[ResStack]:
     """`ResStack`, rematerialised in the backward pass when ``config.remat`` (memory for compute
-    on accelerators). XLA:CPU undoes it: its compiled level-0 step needs the same temporaries with
-    and without (495 vs 497 MiB at 1 x 65536, 24.5 GiB either way at the paper's 4 x 393216; even
-    a barrier on the cotangent does not stop its CSE), so CPU runs need not set it."""
+    on accelerators). Not on XLA:CPU: its compiled level-0 step needs the same temporaries with
+    and without (495 vs 497 MiB at 1 x 65536, 24.5 GiB either way at the paper's 4 x 393216); the
+    recomputation is in the program, but the residuals stay live (CSE off changes nothing), so
+    CPU runs need not set it."""
     return nn.remat(ResStack) if config.remat else ResStack
 
 
