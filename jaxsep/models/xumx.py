@@ -43,7 +43,7 @@ import numpy as np
 from jaxsep.audio.stft import stft
 from jaxsep.errors import JaxsepError
 from jaxsep.nn.batchnorm import TorchBatchNorm
-from jaxsep.nn.lstm import LSTM, input_gates, param_names, recurrence
+from jaxsep.nn.lstm import LSTM, input_gates, param_names, recurrence, uses_cudnn
 from jaxsep.nn.precision import compute_dtype
 
 Array = jax.Array
@@ -199,12 +199,7 @@ class XUMX(nn.Module):
 
     def _fuse_lstms(self, mag: Array) -> bool:
         """Run all sources' LSTMs in one scan, unless initialising or on the cuDNN backend."""
-        cudnn = self.lstm_backend == "cudnn" or (
-            self.lstm_backend == "auto"
-            and jax.default_backend() == "gpu"
-            and mag.dtype == jnp.float32
-            and compute_dtype(self.dtype) == jnp.float32
-        )
+        cudnn = uses_cudnn(self.lstm_backend, mag.dtype, self.dtype)
         fuse = self.fuse_lstms and len(self.sources) > 1
         return fuse and not cudnn and not self.is_initializing()
 

@@ -252,6 +252,19 @@ def lstm_layer_scan(
 # cuDNN backend
 
 
+def uses_cudnn(backend: str, input_dtype: Any, dtype: Any) -> bool:
+    """Whether an LSTM with `backend` runs on cuDNN: always for "cudnn"; for "auto" on a GPU
+    when both its input and its compute `dtype` are float32 (cuDNN's path is float32 only)."""
+    if backend == "cudnn":
+        return True
+    return (
+        backend == "auto"
+        and jax.default_backend() == "gpu"
+        and input_dtype == jnp.float32
+        and compute_dtype(dtype) == jnp.float32
+    )
+
+
 def pack_cudnn_weights(layers: Sequence[Sequence[tuple[Array, Array, Array, Array]]]) -> Array:
     """Flat weight vector of `jax.experimental.rnn.lstm` from torch-layout weights.
 
@@ -346,16 +359,6 @@ class LSTM(nn.Module):
                 f"{jax.default_backend()!r}; use backend='scan' or 'auto'"
             )
 
-    def _use_cudnn(self, x: Array) -> bool:
-        if self.backend == "cudnn":
-            return True
-        return (
-            self.backend == "auto"
-            and jax.default_backend() == "gpu"
-            and x.dtype == jnp.float32
-            and compute_dtype(self.dtype) == jnp.float32
-        )
-
     def _layer_params(self, layer: int, in_features: int) -> list[tuple[Array, ...]]:
         weight_init = self.weight_init or torch_uniform_init(self.hidden_size)
         bias_init = self.bias_init or torch_uniform_init(self.hidden_size)
@@ -396,7 +399,7 @@ class LSTM(nn.Module):
                     f"jaxsep.nn.LSTM: initial_state must be two arrays of shape {state_shape}, "
                     f"got {h0.shape} and {c0.shape}"
                 )
-        use_cudnn = self._use_cudnn(x)
+        use_cudnn = uses_cudnn(self.backend, x.dtype, self.dtype)
         drop = nn.Dropout(self.dropout, deterministic=not train)
         params = []
         for layer in range(self.num_layers):
