@@ -142,15 +142,10 @@ def _float32_reference(case, variant: str, jax_device, torch_device) -> dict:
     from jaxsep.bench.jax_side import float32_output as jax_output
     from jaxsep.bench.torch_side import float32_output as torch_output
 
-    reference = {"variant": variant, "output": torch_output(case, torch_device)}
-    jax_result = {"variant": variant, "output": jax_output(case, variant, jax_device)}
-    err = max_rel_error(jax_result["output"], reference["output"])
-    if not err <= PARITY_TOL:
-        raise JaxsepError(
-            f"bench {case.model}: float32 JAX ({variant}) and PyTorch outputs differ (max relative "
-            f"error {err:.2e} > {PARITY_TOL:.0e}); the frameworks compute different functions"
-        )
-    return {"output": reference["output"], "parity_max_rel_err": err}
+    output = torch_output(case, torch_device)
+    jax_out = jax_output(case, variant, jax_device)
+    err = _same_outputs(case, f"float32 JAX ({variant})", jax_out, output, PARITY_TOL)
+    return {"output": output, "parity_max_rel_err": err}
 
 
 def _low_precision_accuracy(case, precision: str, jax_result: dict, torch_result: dict, reference):
@@ -171,13 +166,20 @@ def _low_precision_accuracy(case, precision: str, jax_result: dict, torch_result
     }
 
 
-def _check_parity(case, jax_result: dict, torch_result: dict, tol: float) -> dict[str, float]:
-    err = max_rel_error(jax_result["output"], torch_result["output"])
+def _same_outputs(case, jax_label: str, jax_out: Any, torch_out: Any, tol: float) -> float:
+    """max relative error of the JAX output against PyTorch's; above `tol` a JaxsepError."""
+    err = max_rel_error(jax_out, torch_out)
     if not err <= tol:
         raise JaxsepError(
-            f"bench {case.model}: JAX ({jax_result['variant']}) and PyTorch outputs differ "
+            f"bench {case.model}: {jax_label} and PyTorch outputs differ "
             f"(max relative error {err:.2e} > {tol:.0e}); the frameworks compute different functions"
         )
+    return err
+
+
+def _check_parity(case, jax_result: dict, torch_result: dict, tol: float) -> dict[str, float]:
+    label = f"JAX ({jax_result['variant']})"
+    err = _same_outputs(case, label, jax_result["output"], torch_result["output"], tol)
     out = {"parity_max_rel_err": err}
     if case.deterministic_train:
         a, b = jax_result["first_loss"], torch_result["first_loss"]
