@@ -254,7 +254,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
         "embedding_dim": int(m.embedding_dim),
         "num_sources": len(config.data.stems),
         "dropout": float(m.dropout),
-        "dtype": str(m.get("dtype", "float32")),
+        "dtype": str(m.dtype),
     }
 
 

@@ -286,7 +286,7 @@ def _model_config(config, model_kwargs: dict | None = None) -> VQVAEConfig:
     """Architecture from the checkpoint when there is one; training switches from the config."""
     values = dict(model_kwargs) if model_kwargs else config_to_dict(config.model)
     values["remat"] = bool(config.model.remat)
-    values["dtype"] = str(config.model.get("dtype", "float32"))
+    values["dtype"] = str(config.model.dtype)
     values["codebook_update"] = str(config.codebook_update)
     try:
         cfg = VQVAEConfig.from_dict(values)

@@ -173,7 +173,7 @@ def model_kwargs(config: ml_collections.ConfigDict, sample_rate: int, channels: 
         "max_bin": bandwidth_to_max_bin(sample_rate, int(m.n_fft), float(m.bandwidth)),
         "bridge": True,
         "extra_features": EMBEDDING_SIZE if config.method == "concat" else 0,
-        "dtype": str(m.get("dtype", "float32")),
+        "dtype": str(m.dtype),
     }
 
 
