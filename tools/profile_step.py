@@ -29,6 +29,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("mode", choices=("train", "infer"))
     parser.add_argument("--size", default="cpu", choices=("tiny", "cpu", "paper"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=None, help="as `jaxsep bench`")
     parser.add_argument("--calls", type=int, default=5, help="traced calls")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
@@ -87,7 +88,7 @@ def main() -> None:
 
     from jaxsep.bench.cases import build_case
 
-    case = build_case(args.model, args.size)
+    case = build_case(args.model, args.size, args.batch_size)
     compiled, run = _compiled(case, args.mode, args.donate)
     for _ in range(3):
         run()
@@ -96,7 +97,9 @@ def main() -> None:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    print(f"{args.model} {args.mode} {args.size}: median {statistics.median(times) * 1e3:.1f} ms")
+    print(
+        f"{args.model} {args.mode} {args.size} batch {case.batch_size}: median {statistics.median(times) * 1e3:.1f} ms"
+    )
 
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
