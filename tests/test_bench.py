@@ -211,3 +211,26 @@ def test_bf16_runs_only_the_lstm_backends_that_compute_in_bf16(monkeypatch):
     monkeypatch.setattr(cases, "build_case", lambda *args, **kwargs: case)
     records = bench_model("umx", size="tiny", reps=1, warmup=0, precision="bf16")
     assert {r["jax_variant"] for r in records} == {"scan"}
+
+
+def test_revision_is_dirty_for_code_edits_not_for_appended_results(tmp_path, monkeypatch):
+    """Every bench run appends to benchmarks/results/, which must not mark the next record
+    "+dirty"; an edit to the code must."""
+    from jaxsep.bench import harness
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "x.jsonl").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    monkeypatch.setattr(harness, "REPO_ROOT", tmp_path)
+    clean = harness.git_revision()
+    assert len(clean) == 12 and not clean.endswith("+dirty")
+    (tmp_path / "benchmarks" / "results" / "x.jsonl").write_text("{}\n{}\n")
+    assert harness.git_revision() == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert harness.git_revision() == clean + "+dirty"

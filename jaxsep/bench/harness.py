@@ -48,8 +48,12 @@ def throughput(median_s: float, batch_size: int, audio_seconds: float) -> dict[s
     return {"examples_per_s": examples, "audio_seconds_per_s": examples * audio_seconds}
 
 
+RESULTS_PATHSPEC = ":(exclude)benchmarks/results"
+
+
 def git_revision() -> str:
-    """`git describe`-like revision of the checkout the package runs from ("+dirty" if edited)."""
+    """`git describe`-like revision of the checkout the package runs from ("+dirty" if its code
+    is edited; the records the bench appends to `benchmarks/results/` do not count)."""
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -60,7 +64,7 @@ def git_revision() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", RESULTS_PATHSPEC],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
