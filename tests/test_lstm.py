@@ -114,32 +114,6 @@ def test_custom_vjp_equals_autodiff_of_the_same_scan():
         assert _rel_err(a, b) < 1e-5
 
 
-def test_directions_as_two_scans_or_one_batched_scan_agree():
-    """`split_directions` changes the schedule only: outputs, final state and every gradient
-    agree; the default on a CPU (these tests) runs two scans per bidirectional layer."""
-    x = jax.random.normal(jax.random.key(1), (3, 11, 6))
-    split = LSTM(16, num_layers=2, bidirectional=True, backend="scan", split_directions=True)
-    variables = split.init(jax.random.key(2), x)
-    w_y = jax.random.normal(jax.random.key(5), (3, 11, 32))
-
-    def loss(module, params, inputs):
-        y, (h, c) = module.apply(params, inputs, return_state=True)
-        return jnp.sum(y * w_y) + jnp.sum(h * h) + jnp.sum(jnp.sin(c))
-
-    grad = jax.jit(jax.value_and_grad(loss, argnums=(1, 2)), static_argnums=0)
-    for other in (split.clone(split_directions=False), split.clone(split_directions=None)):
-        for a, b in zip(
-            jax.tree.leaves(grad(split, variables, x)), jax.tree.leaves(grad(other, variables, x))
-        ):
-            assert _rel_err(a, b) < 1e-5
-
-    def scans(module):
-        return str(jax.make_jaxpr(lambda v: module.apply(v, x))(variables)).count("scan[")
-
-    assert scans(split) == 4 and scans(split.clone(split_directions=False)) == 2
-    assert scans(split.clone(split_directions=None)) == 4  # CPU default
-
-
 def test_jit_and_time_major_input():
     torch_lstm = _torch_lstm(2, True)
     variables = _params_from_torch(torch_lstm)

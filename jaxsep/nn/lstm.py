@@ -249,27 +249,18 @@ def lstm_layer_scan(
     precision: Any = None,
     unroll: int = 1,
     dtype: Any = jnp.float32,
-    split_directions: bool = False,
 ) -> tuple[Array, Array, Array]:
     """One (bi)directional LSTM layer, time-major.
 
     x [T, B, F]; w_ih, w_hh, bias: D per-direction torch-layout arrays ([4H, F], [4H, H],
     [4H] = b_ih + b_hh); h0, c0 [D, B, H] with D = 1 (forward) or 2 (forward, reverse).
     Returns y [T, B, D*H] in `dtype` (the matmul operand dtype), h_T and c_T [D, B, H] float32.
-    `split_directions`: run the directions as independent scans rather than one batched scan
-    (`LSTM.split_directions`).
     """
     directions = len(w_ih)
     reverse = (False, True)[:directions]
+    gates_x = input_gates([x] * directions, w_ih, bias, reverse, precision, dtype)
     run = recurrence if custom_vjp else recurrence_autodiff
-    groups = [(d, d + 1) for d in range(directions)] if split_directions else [(0, directions)]
-    outs = []
-    for a, b in groups:
-        gates_x = input_gates([x] * (b - a), w_ih[a:b], bias[a:b], reverse[a:b], precision, dtype)
-        outs.append(run(gates_x, w_hh[a:b], h0[a:b], c0[a:b], precision, unroll, dtype))
-    hs = jnp.concatenate([hs for hs, _ in outs], axis=1)
-    h_last = jnp.concatenate([h for _, (h, _) in outs])
-    c_last = jnp.concatenate([c for _, (_, c) in outs])
+    hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll, dtype)
     y = jnp.concatenate([hs[:, 0], hs[::-1, 1]], axis=-1) if directions == 2 else hs[:, 0]
     return y.astype(dtype), h_last, c_last
 
@@ -344,8 +335,7 @@ class LSTM(nn.Module):
     through the scan (a reference; much slower backward). `weight_init`/`bias_init` default to
     torch's U(-1/sqrt(H), 1/sqrt(H)). `dtype="bfloat16"`: bfloat16 matmul operands and output,
     float32 gates and state (`jaxsep.nn.precision`); the cuDNN backend is float32 only, so "auto"
-    then takes the scan. `split_directions`: the scan backend runs a bidirectional layer's two
-    directions as two scans (True) or one batched scan (False); None: two on a CPU.
+    then takes the scan.
     """
 
     hidden_size: int
@@ -360,7 +350,6 @@ class LSTM(nn.Module):
     weight_init: Initializer | None = None
     bias_init: Initializer | None = None
     dtype: Any = "float32"
-    split_directions: bool | None = None
 
     def _check(self, x: Array) -> None:
         where = "jaxsep.nn.LSTM"
@@ -386,14 +375,6 @@ class LSTM(nn.Module):
                 f"{where}: backend='cudnn' needs a GPU but jax runs on "
                 f"{jax.default_backend()!r}; use backend='scan' or 'auto'"
             )
-
-    def _split_directions(self) -> bool:
-        """Scan backend: the two directions as two independent scans on a CPU, where XLA runs
-        them on two threads at once (ChimeraNet inference, two threads: 124 -> 113 ms, one
-        thread unchanged), as one batched scan elsewhere (half the per-step kernels)."""
-        if self.split_directions is not None:
-            return self.split_directions
-        return jax.default_backend() == "cpu"
 
     def _layer_params(self, layer: int, in_features: int) -> list[tuple[Array, ...]]:
         weight_init = self.weight_init or torch_uniform_init(self.hidden_size)
@@ -474,7 +455,6 @@ class LSTM(nn.Module):
                     precision=self.precision,
                     unroll=self.unroll,
                     dtype=compute_dtype(self.dtype),
-                    split_directions=self._split_directions(),
                 )
             finals_h.append(h_n)
             finals_c.append(c_n)
