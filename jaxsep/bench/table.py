@@ -69,6 +69,7 @@ def _model_rows(records: list[dict]) -> list[str]:
         key=lambda r: (
             MODEL_ORDER.get(r["model"], 99),
             str(r.get("threads")),
+            r.get("batch_size") or 0,
             r["mode"] != "train",
             r["jax_variant"],
             r["torch_variant"],
