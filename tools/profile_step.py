@@ -97,8 +97,9 @@ def main() -> None:
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
+    median_ms = statistics.median(times) * 1e3
     print(
-        f"{args.model} {args.mode} {args.size} batch {case.batch_size}: median {statistics.median(times) * 1e3:.1f} ms"
+        f"{args.model} {args.mode} {args.size} batch {case.batch_size}: median {median_ms:.1f} ms"
     )
 
     with tempfile.TemporaryDirectory() as trace_dir:

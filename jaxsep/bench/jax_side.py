@@ -28,7 +28,7 @@ def matmul_precision(precision: str):
     return jax.default_matmul_precision("tensorfloat32" if precision == "tf32" else "highest")
 
 
-def compute_dtype(precision: str) -> str:
+def model_dtype(precision: str) -> str:
     """The models' `dtype` for a bench precision: bf16 = bfloat16 activations, else float32."""
     return "bfloat16" if precision == "bf16" else "float32"
 
@@ -88,7 +88,7 @@ def compile_case(
     """Compile `case`'s inference and train step (forward, loss, backward, Adam) in JAX with LSTM
     backend `variant`. `donate=None` donates the train state as jaxsep's trainer would on this
     device (`compile_options.donate_train_state`)."""
-    infer, loss = case.jax_program(variant, compute_dtype(precision))
+    infer, loss = case.jax_program(variant, model_dtype(precision))
     tx = make_optimizer({"name": "adam", "lr": LEARNING_RATE})
 
     def train_step(ts, x, target, key):

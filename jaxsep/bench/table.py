@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from jaxsep.bench.runner import PRECISIONS
+
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 
@@ -186,8 +188,7 @@ def render_table(records: list[dict]) -> str:
 
 
 def _precision_order(precision: str) -> int:
-    order = ("fp32", "tf32", "bf16")
-    return order.index(precision) if precision in order else len(order)
+    return PRECISIONS.index(precision) if precision in PRECISIONS else len(PRECISIONS)
 
 
 def _bsseval_rows(records: list[dict]) -> list[str]:

@@ -4,6 +4,7 @@ Adam) and inference, on the same device and batch as the JAX half."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,8 +46,6 @@ def _numpy(tree: Any) -> Any:
 
 def float32_output(case: Case, device: torch.device) -> Any:
     """The case's float32 eager inference output (the reference of a reduced-precision run)."""
-    import copy
-
     set_precision("fp32")
     module = copy.deepcopy(case.torch_module).to(device).eval()
     x = _to(case.to_torch(case.inputs), device)
@@ -63,8 +62,6 @@ def prepare_torch(
     variant starts from the same weights. For "compile", `compile_s` is the time of the first
     train (and inference) call, which triggers compilation.
     """
-    import copy
-
     set_precision(precision)
     module = copy.deepcopy(case.torch_module).to(device)
     x, target = _to(case.to_torch(case.inputs), device), _to(case.target, device)
