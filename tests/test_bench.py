@@ -19,7 +19,7 @@ from jaxsep.bench.weights import load_jax_variables
 from jaxsep.errors import JaxsepError
 
 REQUIRED = (
-    "speedup", "speedup_min", "jax_median_s", "jax_min_s", "jax_max_s", "torch_median_s",
+    "speedup", "speedup_min", "speedup_paired", "jax_median_s", "jax_min_s", "jax_max_s", "torch_median_s",
     "torch_min_s", "torch_max_s", "compile_s", "examples_per_s", "audio_seconds_per_s",
     "torch_examples_per_s", "jax_version", "torch_version", "git_revision", "device", "command",
     "load_avg_start", "flops_per_example", "parity_max_rel_err", "reps",
@@ -40,6 +40,7 @@ def test_each_model_runs_both_frameworks_and_records(model, tmp_path):
         assert r["host_malloc"] == ("retain" if host_memory.retaining() else "system")
         assert r["parity_max_rel_err"] <= 1e-4
         assert r["speedup"] == pytest.approx(r["torch_median_s"] / r["jax_median_s"])
+        assert r["speedup_paired"] == pytest.approx(r["speedup"])  # one round: the same ratio
         assert r["examples_per_s"] == pytest.approx(r["batch_size"] / r["jax_median_s"])
         assert r["audio_seconds_per_s"] == pytest.approx(
             r["examples_per_s"] * r["audio_seconds_per_example"]

@@ -1,11 +1,14 @@
 """Timing, statistics and the run's environment: the framework-neutral half of `jaxsep bench`.
 
 A timed call is synchronised (`jax.block_until_ready` / `torch.cuda.synchronize`) so the clock
-stops when the device is done, not when the work was queued. Warm-up calls are not timed.
+stops when the device is done, not when the work was queued. Warm-up calls are not timed. The
+frameworks' calls are timed interleaved, round by round, so that a shared host slowing down for a
+while slows both sides alike instead of whichever happened to be timed then.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -13,23 +16,86 @@ import re
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def time_calls(call: Callable[[], Any], sync: Callable[[Any], Any], reps: int, warmup: int) -> list:
-    """Seconds of each of `reps` synchronised calls of `call()`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        sync(call())
-    seconds = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        sync(call())
-        seconds.append(time.perf_counter() - start)
+@dataclasses.dataclass
+class Timed:
+    """One framework variant's calls for the interleaved timer.
+
+    `result` is its record in the making (a variant that fails sets `result["error"]` and drops
+    out of the rotation); `begin(mode)` runs before a mode's calls (e.g. `module.train()`, reset
+    the peak-memory counter) and `end(mode)` after them (e.g. read it back).
+    """
+
+    result: dict[str, Any]
+    train: Callable[[], Any]
+    infer: Callable[[], Any]
+    sync: Callable[[Any], Any]
+    begin: Callable[[str], None] = lambda mode: None
+    end: Callable[[str], None] = lambda mode: None
+    fallible: bool = False  # an exception is a result (torch.compile), not a crash
+
+
+def _guarded(timed: Timed, mode: str) -> Callable[[], Any]:
+    call = getattr(timed, mode)
+
+    def run() -> Any:
+        if "error" in timed.result:
+            return None
+        try:
+            return timed.sync(call())
+        except Exception as e:  # noqa: BLE001 - only for fallible variants, see below
+            if not timed.fallible:
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            timed.result["error"] = f"{type(e).__name__}: {first}"
+            return None
+
+    return run
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], Any]], reps: int, warmup: int
+) -> list[list[float]]:
+    """Seconds of `reps` calls of each synchronised `call`, interleaved: each round calls every
+    one once, starting one further along each round (so none always follows the same other).
+    `warmup` untimed calls of each come first."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    seconds: list[list[float]] = [[] for _ in calls]
+    for round_ in range(reps):
+        for k in range(len(calls)):
+            i = (round_ + k) % len(calls)
+            start = time.perf_counter()
+            calls[i]()
+            seconds[i].append(time.perf_counter() - start)
     return seconds
+
+
+def time_mode(mode: str, variants: Sequence[Timed], reps: int, warmup: int) -> None:
+    """Time `mode` ("train" or "infer") of every variant interleaved; each variant's result gets
+    `result[mode]` (summary) and `result[mode + "_seconds"]` (every call, in round order)."""
+    live = [v for v in variants if "error" not in v.result]
+    for v in live:
+        v.begin(mode)
+    seconds = time_interleaved([_guarded(v, mode) for v in live], reps, warmup)
+    for v, s in zip(live, seconds, strict=True):
+        if "error" not in v.result:
+            v.result[mode] = summarize(s)
+            v.result[f"{mode}_seconds"] = s
+            v.end(mode)
+
+
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median over rounds of numerator[i] / denominator[i]: the speedup of two interleaved
+    series, each round's calls measured back to back."""
+    return statistics.median(n / d for n, d in zip(numerator, denominator, strict=True))
 
 
 def summarize(seconds: list[float]) -> dict[str, float]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxsep.bench.cases import Case
-from jaxsep.bench.harness import summarize, time_calls
+from jaxsep.bench.harness import Timed
 from jaxsep.compile_options import compile_for_inference, donate_train_state
 from jaxsep.train.state import make_optimizer
 
@@ -125,14 +124,12 @@ def float32_output(case: Case, variant: str, device) -> Any:
     return jax.tree.map(np.asarray, compiled(variables, x))
 
 
-def prepare_jax(
-    case: Case, variant: str, device, reps: int, warmup: int, precision: str = "fp32"
-) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+def prepare_jax(case: Case, variant: str, device, precision: str = "fp32") -> Timed:
     """Compile `case`'s train step and inference in JAX with LSTM backend `variant`.
 
-    Returns `(result, finish)`: `result` already holds compile seconds, memory, the inference
-    output and the first train-step loss (for the parity check, before anything is timed);
-    `finish()` adds the timings (`train` / `infer` summaries) and returns it.
+    The returned calls' `result` already holds compile seconds, memory, the inference output and
+    the first train-step loss (for the parity check, before anything is timed); the timer adds
+    the timings, `end("train")` the last loss and `end("infer")` the device's peak memory.
     """
     c = compile_case(case, variant, device, precision)
     result: dict[str, Any] = {
@@ -152,13 +149,11 @@ def prepare_jax(
 
     result["first_loss"] = float(step())
 
-    def finish() -> dict[str, Any]:
-        sync = jax.block_until_ready
-        result["train"] = summarize(time_calls(step, sync, reps, max(warmup - 1, 0)))
-        result["last_loss"] = float(step())
-        infer = lambda: c.infer(c.variables, c.x)  # noqa: E731
-        result["infer"] = summarize(time_calls(infer, sync, reps, warmup))
-        result["device_peak_bytes"] = _device_peak_bytes(device)
-        return result
+    def end(mode: str) -> None:
+        if mode == "train":
+            result["last_loss"] = float(step())
+        else:
+            result["device_peak_bytes"] = _device_peak_bytes(device)
 
-    return result, finish
+    infer = lambda: c.infer(c.variables, c.x)  # noqa: E731
+    return Timed(result, step, infer, jax.block_until_ready, end=end)

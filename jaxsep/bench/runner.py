@@ -230,8 +230,15 @@ def _mode_record(case, mode: str, jax_r: dict, torch_r: dict, peak: float | None
     ok = "error" not in torch_r and "error" not in jax_r
     record["speedup"] = record["torch_median_s"] / record["jax_median_s"] if ok else None
     record["speedup_min"] = record["torch_min_s"] / record["jax_min_s"] if ok else None
+    record["speedup_paired"] = (
+        harness.paired_ratio(torch_r[f"{mode}_seconds"], jax_r[f"{mode}_seconds"]) if ok else None
+    )
     record["jax_device_peak_bytes"] = jax_r.get("device_peak_bytes")
     return record
+
+
+def _never() -> None:
+    raise AssertionError("a variant that failed to build is never timed")
 
 
 def bench_model(
@@ -271,34 +278,30 @@ def bench_model(
     torch_runs = []
     for variant in torch_variants:
         try:
-            torch_runs.append(prepare_torch(case, variant, torch_device, reps, warmup, precision))
+            torch_runs.append(prepare_torch(case, variant, torch_device, precision))
         except Exception as e:  # noqa: BLE001 - torch.compile failures are results, not crashes
             if variant == "eager":
                 raise
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            torch_runs.append(({"variant": variant, "error": f"{type(e).__name__}: {first}"}, None))
-    eager = torch_runs[0][0]
+            failed = {"variant": variant, "error": f"{type(e).__name__}: {first}"}
+            torch_runs.append(harness.Timed(failed, _never, _never, _never))
+    eager = torch_runs[0].result
     jax_runs = []
     for variant in variants:
-        result, finish = prepare_jax(case, variant, jax_device, reps, warmup, precision)
+        timed = prepare_jax(case, variant, jax_device, precision)
         if reference is None:
-            result["parity"] = _check_parity(case, result, eager, parity_tol)
+            timed.result["parity"] = _check_parity(case, timed.result, eager, parity_tol)
         else:
-            result["parity"] = _low_precision_accuracy(case, precision, result, eager, reference)
-        jax_runs.append((result, finish))
+            timed.result["parity"] = _low_precision_accuracy(
+                case, precision, timed.result, eager, reference
+            )
+        jax_runs.append(timed)
 
-    jax_results = [finish() for _, finish in jax_runs]
-    torch_results = []
-    for result, finish in torch_runs:
-        if finish is None:
-            torch_results.append(result)
-            continue
-        try:
-            torch_results.append(finish())
-        except Exception as e:  # noqa: BLE001
-            if result["variant"] == "eager":
-                raise
-            torch_results.append({"variant": result["variant"], "error": repr(e)[:300]})
+    # both frameworks' calls interleaved (harness.time_mode); train after one untimed step
+    harness.time_mode("train", jax_runs + torch_runs, reps, max(warmup - 1, 0))
+    harness.time_mode("infer", jax_runs + torch_runs, reps, warmup)
+    jax_results = [t.result for t in jax_runs]
+    torch_results = [t.result for t in torch_runs]
     peak = peak_flops(name, precision) if kind == "gpu" else None
     shared = dict(env or {})
     shared.update(load_avg_start=load_start, load_avg_end=harness.load_average())

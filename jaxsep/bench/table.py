@@ -62,10 +62,11 @@ def _load(r: dict) -> str:
 def _model_rows(records: list[dict]) -> list[str]:
     head = (
         "| model | mode | size | batch | threads | JAX | PyTorch | JAX median s (min–max) "
-        "| PyTorch median s (min–max) | speedup | speedup (min) | JAX ex/s | PyTorch ex/s "
+        "| PyTorch median s (min–max) | speedup | speedup (min) | speedup (paired) | JAX ex/s "
+        "| PyTorch ex/s "
         "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | load |"
     )
-    rows = [head, "|" + "---|" * 17]
+    rows = [head, "|" + "---|" * 18]
     records = sorted(
         records,
         key=lambda r: (
@@ -104,6 +105,7 @@ def _model_rows(records: list[dict]) -> list[str]:
                     torch_cell,
                     _num(r.get("speedup"), 2),
                     _num(r.get("speedup_min"), 2),
+                    _num(r.get("speedup_paired"), 2),
                     _num(r.get("examples_per_s")),
                     _num(r.get("torch_examples_per_s")),
                     _num(r.get("audio_seconds_per_s")),

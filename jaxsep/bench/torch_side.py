@@ -6,14 +6,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
 from jaxsep.bench.cases import Case
-from jaxsep.bench.harness import summarize, time_calls
+from jaxsep.bench.harness import Timed
 from jaxsep.bench.jax_side import LEARNING_RATE
 
 
@@ -53,14 +52,13 @@ def float32_output(case: Case, device: torch.device) -> Any:
         return case.from_torch(_numpy(case.torch_infer(module, x)))
 
 
-def prepare_torch(
-    case: Case, variant: str, device: torch.device, reps: int, warmup: int, precision: str = "fp32"
-) -> tuple[dict[str, Any], Callable[[], dict[str, Any]]]:
+def prepare_torch(case: Case, variant: str, device: torch.device, precision: str = "fp32") -> Timed:
     """`case` in PyTorch; `variant` is "eager" or "compile" (torch.compile, default mode).
 
-    Returns `(result, finish)` like `jax_side.prepare_jax`. The module is a deep copy, so every
-    variant starts from the same weights. For "compile", `compile_s` is the time of the first
-    train (and inference) call, which triggers compilation.
+    Returns its calls like `jax_side.prepare_jax`. The module is a deep copy, so every variant
+    starts from the same weights. For "compile", `compile_s` is the time of the first train (and
+    inference) call, which triggers compilation; a compiled variant that fails while timed is
+    recorded as failed (`fallible`).
     """
     set_precision(precision)
     module = copy.deepcopy(case.torch_module).to(device)
@@ -92,31 +90,25 @@ def prepare_torch(
         optimizer.step()
         return loss
 
-    module.train()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    result["first_loss"] = float(sync(step()).item())
-    result["compile_s"] = time.perf_counter() - start if variant == "compile" else None
-    return result, lambda: _finish(result, step, run, case, x, sync, device, reps, warmup, mixed)
-
-
-def _finish(result, step, run, case, x, sync, device, reps, warmup, mixed) -> dict[str, Any]:
-    module = run
-    cuda = device.type == "cuda"
-    module.train()
-    result["train"] = summarize(time_calls(step, sync, reps, max(warmup - 1, 0)))
-    result["last_loss"] = float(step().item())
-    result["train_memory_bytes"] = int(torch.cuda.max_memory_allocated(device)) if cuda else None
-
-    module.eval()
-
     def infer():
         with torch.no_grad(), mixed():
             return case.torch_infer(run, x)
 
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    result["infer"] = summarize(time_calls(infer, sync, reps, warmup))
-    result["infer_memory_bytes"] = int(torch.cuda.max_memory_allocated(device)) if cuda else None
-    return result
+    def begin(mode: str) -> None:
+        # the interleaved timer runs each mode apart, so the module's mode is set once per mode
+        module.train(mode == "train")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def end(mode: str) -> None:
+        if mode == "train":
+            result["last_loss"] = float(step().item())
+        result[f"{mode}_memory_bytes"] = (
+            int(torch.cuda.max_memory_allocated(device)) if cuda else None
+        )
+
+    begin("train")
+    start = time.perf_counter()
+    result["first_loss"] = float(sync(step()).item())
+    result["compile_s"] = time.perf_counter() - start if variant == "compile" else None
+    return Timed(result, step, infer, sync, begin, end, fallible=variant != "eager")
