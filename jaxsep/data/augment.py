@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 
 EDGE_FRAMES = 4096  # two librosa phase-vocoder windows (n_fft=2048)
@@ -99,6 +98,8 @@ def stretch_and_shift(
     """
     if stretch == 1.0 and semitones == 0.0:
         return audio
+    import librosa  # here, not at the top: gain and channel swap need no librosa (GPU hosts)
+
     ratio = 2.0 ** (-semitones / 12.0)  # librosa's pitch-shift rate
     y = np.ascontiguousarray(audio.T)
     if stretch * ratio != 1.0:
