@@ -2,7 +2,9 @@
 separation real-time factor of a 30 s stereo track through `jaxsep.Separator` (one Wiener EM
 iteration). Random weights: only the time is measured. Prints one JSON line.
 
-    python tools/bench_xumx_cpu.py [--seconds 30] [--reps 3]
+    python tools/bench_xumx_cpu.py [--seconds 30] [--reps 3] [--batch-size 2]
+
+On a GPU (`tools/gpu_session.sh`), `--seconds 180` is issue 6's 3-minute-track RTF target.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=2, help="segments per separator call")
     args = parser.parse_args()
     rate = 44100
     module = XUMX()
@@ -76,7 +79,7 @@ def main() -> None:
             "channels": 2,
         },
     )
-    separator = Separator(model, segment=6.0, overlap=0.25, batch_size=2)
+    separator = Separator(model, segment=6.0, overlap=0.25, batch_size=args.batch_size)
     track = rng.standard_normal((int(args.seconds * rate), 2)).astype(np.float32) * 0.1
     separator(track[: 8 * rate], rate)  # compile once
     separate_s = _median_time(lambda: np.asarray(separator(track, rate)["vocals"]), args.reps)
@@ -89,6 +92,8 @@ def main() -> None:
                 "separate_s": round(separate_s, 3),
                 "track_seconds": args.seconds,
                 "rtf": round(separate_s / args.seconds, 4),
+                "separator_batch_size": args.batch_size,
+                "device": str(jax.devices()[0]),
                 "jax": jax.__version__,
                 "load_avg": os.getloadavg(),
             }

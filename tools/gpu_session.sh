@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Issue 6's GPU measurements in a few long device calls (a lent accelerator's time is short).
+# Run on the device machine from the repo root, one stage per call (each well under 10 min):
+#
+#   bash tools/gpu_session.sh fp32      # GPU tests (cuDNN LSTM, bench parity), fp32 bench, RTF
+#   bash tools/gpu_session.sh lowp      # tf32 and bf16 benches
+#   bash tools/gpu_session.sh pipeline  # grain pipeline vs train-step consumption (16 cores)
+#
+# with `carry: [".whl"]` (the wheels the device image lacks, for the pipeline bench):
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 --platform any -d .whl grain==0.2.18 \
+#     array-record==0.8.6 portpicker==1.6.0 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
+#
+# Records go to $OUT (the device tool brings them back); copy them into
+# benchmarks/results/<device slug>/ and run tools/bench_table.py --readme benchmarks/README.md.
+# Locally, `DEVICE=cpu SIZE=tiny WHEELS=none PYTHON=.venv/bin/python OUT=/tmp/x
+# bash tools/gpu_session.sh fp32` runs the same flow
+# on tiny models (a check of this script, not a measurement).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage="${1:?stage: fp32, lowp or pipeline}"
+OUT="${OUT:-$PWD/gpu-results}"
+DEVICE="${DEVICE:-gpu}"
+SIZE="${SIZE:-paper}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+WHEELS="${WHEELS:-.whl}"  # WHEELS=none: use what is installed (the local check below)
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/jaxsep-site "$WHEELS"/*.whl || exit 1
+  export PYTHONPATH="/tmp/jaxsep-site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+bench() { "$PY" -c 'import sys; from jaxsep.cli import main; sys.exit(main())' bench "$@"; }
+log="$OUT/$stage.log"
+{
+  echo "== $stage $(date -u +%FT%TZ) device=$DEVICE size=$SIZE"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$PY" -c 'import jax, torch; print("jax", jax.__version__, jax.devices(), "torch", torch.__version__)'
+  case "$stage" in
+    fp32)
+      "$PY" -m pytest -q -p no:cacheprovider tests/test_lstm.py tests/test_bench.py \
+        tests/test_bench_timing.py -k "not without_librosa" 2>&1 | tail -15
+      bench all --device "$DEVICE" --size "$SIZE" --precision fp32 -o "$OUT/fp32.jsonl"
+      if [ "$SIZE" = paper ]; then
+        "$PY" tools/bench_xumx_cpu.py --seconds 180 --reps 5 --batch-size 8 | tee "$OUT/rtf.json"
+      fi
+      ;;
+    lowp)
+      for p in tf32 bf16; do
+        bench all --device "$DEVICE" --size "$SIZE" --precision "$p" -o "$OUT/$p.jsonl"
+      done
+      ;;
+    pipeline)
+      nproc
+      bench pipeline --size "$SIZE" -o "$OUT/pipeline.jsonl"
+      ;;
+    *) echo "unknown stage $stage (fp32, lowp, pipeline)"; exit 2 ;;
+  esac
+  echo "== done $(date -u +%FT%TZ)"
+} 2>&1 | tee "$log"
