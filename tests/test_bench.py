@@ -256,3 +256,20 @@ print(len(model), len(pipeline), all(r["examples_per_s"] > 0 for r in model + pi
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-3:] == ["2", "2", "True"]
+
+
+def test_table_names_the_revision_of_every_row():
+    """Rows re-measured at a later revision sit beside older ones: each row says its own."""
+    base = {
+        "bench": "model", "mode": "train", "size": "cpu", "batch_size": 2, "jax_variant": "scan",
+        "torch_variant": "eager", "threads": 1, "precision": "fp32", "device_slug": "cpu",
+        "device": "test cpu", "jax_median_s": 0.5, "torch_median_s": 1.0, "speedup": 2.0,
+    }  # fmt: skip
+    records = [
+        {**base, "model": "xumx", "git_revision": "128abf3619ce", "timestamp": "1"},
+        {**base, "model": "chimera", "git_revision": "5780872df7b2", "timestamp": "2"},
+    ]
+    table = render_table(records)
+    assert "fp32, git 128abf3619ce, 5780872df7b2)" in table
+    rows = [line for line in table.splitlines() if line.startswith("| xumx") or "| chimera" in line]
+    assert rows[0].endswith("| 128abf3 |") and rows[1].endswith("| 5780872 |")

@@ -64,9 +64,9 @@ def _model_rows(records: list[dict]) -> list[str]:
         "| model | mode | size | batch | threads | JAX | PyTorch | JAX median s (min–max) "
         "| PyTorch median s (min–max) | speedup | speedup (min) | speedup (paired) | JAX ex/s "
         "| PyTorch ex/s "
-        "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | load |"
+        "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | load | git |"
     )
-    rows = [head, "|" + "---|" * 18]
+    rows = [head, "|" + "---|" * 19]
     records = sorted(
         records,
         key=lambda r: (
@@ -112,6 +112,7 @@ def _model_rows(records: list[dict]) -> list[str]:
                     _num(r.get("compile_s"), 2),
                     mfu,
                     _load(r),
+                    str(r.get("git_revision") or "–")[:7],
                 ]
             )
             + " |"
@@ -171,10 +172,11 @@ def render_table(records: list[dict]) -> str:
         for precision in precisions or [None]:
             group = [r for r in models if (r.get("precision") or "fp32") == precision]
             first = (group or mine)[0]
+            revisions = ", ".join(dict.fromkeys(str(r.get("git_revision")) for r in group or mine))
             out.append(
                 f"### {slug}: {first.get('device')} (jax {first.get('jax_version')}, torch "
                 f"{first.get('torch_version')}, {precision or first.get('precision')}, git "
-                f"{first.get('git_revision')})\n"
+                f"{revisions})\n"
             )
             if group:
                 out += _model_rows(group) + [""]
