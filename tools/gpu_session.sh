@@ -6,12 +6,16 @@
 #   bash tools/gpu_session.sh lowp      # tf32 and bf16 benches
 #   bash tools/gpu_session.sh pipeline  # grain pipeline vs train-step consumption (16 cores)
 #
-# with `carry: [".whl"]` (the wheels the device image lacks, for the pipeline bench):
+# with `carry: [".whl"]`: the wheels the device image lacks for the pipeline bench (grain,
+# soundfile; ChimeraNet's pipeline also imports its recipe (ml_collections), and its pitch-shift /
+# time-stretch mode needs librosa). The model benches need none of them. 6.6 MB:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-#     --platform manylinux2014_x86_64 --platform any -d .whl grain==0.2.18 \
-#     array-record==0.8.6 portpicker==1.6.0 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12
+#     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any -d .whl \
+#     grain==0.2.18 array-record==0.8.6 portpicker==1.6.0 soundfile==0.14.0 cffi==2.1.1 \
+#     pycparser==3.12 ml_collections==1.1.0 librosa==0.11.0 audioread==3.1.0 \
+#     decorator==5.3.1 pooch==1.9.0 platformdirs==4.14.5 soxr==1.1.0
 #
 # Records go to $OUT (the device tool brings them back); copy them into
 # benchmarks/results/<device slug>/ and run tools/bench_table.py --readme benchmarks/README.md.

@@ -1,9 +1,12 @@
-"""Data-pipeline benchmark: grain examples/s (MUSDB-style 4-stem stereo excerpts from WAV files)
-with 0..N worker processes, augmentation off / on, against what a train step consumes.
+"""Data-pipeline benchmark: grain examples/s with 0..N worker processes, augmentation off / on,
+against what each model's train step consumes.
 
-The excerpt length is the X-UMX case's at the same size (1 s at ``cpu``, 6 s at ``paper``), so
-``headroom = pipeline examples/s / train-step examples/s`` compares like with like; above 1 the
-pipeline keeps up with that model's training step.
+Two pipelines, each the one its recipe trains on: X-UMX/UMX's 4-stem stereo 44.1 kHz excerpts
+(augmentation off, or gain + channel swap), and ChimeraNet's (the chimera_transfer recipe's own
+source: stems averaged to mono, resampled to 16 kHz with soxr, grouped as vocals /
+accompaniment; coherent, incoherent, or coherent with librosa pitch-shift + time-stretch). The
+excerpt length and batch are the model case's at the same size, so ``headroom = pipeline
+examples/s / train-step examples/s`` compares like with like; above 1 the pipeline keeps up.
 """
 
 from __future__ import annotations
@@ -20,14 +23,24 @@ from jaxsep.bench import harness
 
 STEMS = ("drums", "bass", "other", "vocals")
 SAMPLE_RATE = 44100
-# Per size: corpus (songs x seconds), batch, batches timed, default workers.
+# Per size: corpus (songs x seconds), batches timed, default workers, and per pipeline the
+# excerpt seconds and batch of the model case it feeds (jaxsep.bench.cases).
 SIZES = {
-    "tiny": dict(songs=2, song_seconds=2.0, seconds=0.25, batch=2, batches=2, workers=(0,)),
-    "cpu": dict(songs=4, song_seconds=20.0, seconds=1.0, batch=4, batches=8, workers=(0, 1, 2)),
-    "paper": dict(
-        songs=8, song_seconds=60.0, seconds=6.0, batch=16, batches=8, workers=(0, 2, 4, 8)
+    "tiny": dict(
+        songs=2, song_seconds=2.0, batches=2, workers=(0,),
+        xumx=dict(seconds=0.25, batch=2), chimera=dict(seconds=0.25, batch=2),
     ),
-}
+    "cpu": dict(
+        songs=4, song_seconds=20.0, batches=8, workers=(0, 1, 2),
+        xumx=dict(seconds=1.0, batch=4), chimera=dict(seconds=1.0, batch=2),
+    ),
+    "paper": dict(
+        songs=8, song_seconds=60.0, batches=8, workers=(0, 2, 4, 8, 15),
+        xumx=dict(seconds=6.0, batch=16), chimera=dict(seconds=10.0, batch=24),
+    ),
+}  # fmt: skip
+# The train steps each pipeline feeds (their examples/s are the consumption rates).
+CONSUMERS = {"xumx": ("xumx", "umx"), "chimera": ("chimera",)}
 
 
 def write_corpus(root: Path, songs: int, seconds: float, sr: int = SAMPLE_RATE) -> None:
@@ -67,6 +80,42 @@ def pipeline_rate(sampler, augment, workers: int, batch: int, batches: int) -> t
     return examples / seconds, cpu / examples
 
 
+def _samplers(root: Path, pipeline: str, seconds: float) -> dict[str, tuple[Any, Any]]:
+    """`{mode: (sampler, augmentation)}` of one pipeline over the corpus at `root`."""
+    from jaxsep.data.augment import Augmentation
+    from jaxsep.data.mixing import ExcerptSampler
+    from jaxsep.data.tracks import StemFolderSource
+
+    if pipeline == "xumx":
+        sampler = ExcerptSampler(StemFolderSource(root, stems=STEMS), seconds=seconds)
+        gain_swap = Augmentation(gain=True, channel_swap=True)
+        return {"off": (sampler, Augmentation()), "gain_swap": (sampler, gain_swap)}
+    from jaxsep.recipes import chimera_transfer as recipe
+
+    config = recipe.default_config()
+    config.data.root, config.data.seconds = str(root), seconds
+    source = recipe.build_source(config, "")  # mono, 16 kHz, vocals / accompaniment
+    coherent = recipe.make_sampler(config, source, coherent=True)
+    pitch_stretch = Augmentation(pitch_shift=True, time_stretch=True)  # as the recipe builds it
+    return {
+        "off": (coherent, Augmentation()),
+        "incoherent": (recipe.make_sampler(config, source, coherent=False), Augmentation()),
+        "pitch_stretch": (coherent, pitch_stretch),
+    }
+
+
+def _unavailable(augment: Any) -> str | None:
+    """Why `augment` cannot run here, if it cannot: pitch-shift and time-stretch need librosa,
+    which a GPU host may lack (tools/gpu_session.sh says which wheels to carry)."""
+    if not (augment.pitch_shift or augment.time_stretch):
+        return None
+    try:
+        import librosa  # noqa: F401
+    except ImportError as e:
+        return f"pitch-shift / time-stretch need librosa ({type(e).__name__}: {e})"
+    return None
+
+
 def bench_pipeline(
     *,
     size: str,
@@ -74,38 +123,41 @@ def bench_pipeline(
     consumption: dict[str, float] | None = None,
     env: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """One record per (augmentation, workers): examples/s and headroom over each train step."""
-    from jaxsep.data.augment import Augmentation
-    from jaxsep.data.mixing import ExcerptSampler
-    from jaxsep.data.tracks import StemFolderSource
-
+    """One record per (pipeline, augmentation, workers): examples/s and the headroom over each
+    train step it feeds."""
     s = SIZES[size]
-    modes = {"off": Augmentation(), "gain_swap": Augmentation(gain=True, channel_swap=True)}
     consumption = dict(consumption or {})
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         write_corpus(Path(tmp), s["songs"], s["song_seconds"])
-        sampler = ExcerptSampler(StemFolderSource(tmp, stems=STEMS), seconds=s["seconds"])
-        for mode, augment in modes.items():
-            for n in workers if workers is not None else s["workers"]:
-                load_start = harness.load_average()
-                rate, _ = pipeline_rate(sampler, augment, n, s["batch"], s["batches"])
-                record = {
-                    "bench": "pipeline",
-                    "model": "pipeline",
-                    "size": size,
-                    "augment": mode,
-                    "workers": n,
-                    "batch_size": s["batch"],
-                    "batches": s["batches"],
-                    "audio_seconds_per_example": s["seconds"],
-                    "examples_per_s": rate,
-                    "audio_seconds_per_s": rate * s["seconds"],
-                    "train_examples_per_s": consumption,
-                    "headroom": {m: rate / c for m, c in consumption.items() if c},
-                    "load_avg_start": load_start,
-                }
-                record.update(env or {})
-                record["load_avg_end"] = harness.load_average()
-                records.append(record)
+        for pipeline, consumers in CONSUMERS.items():
+            seconds, batch = s[pipeline]["seconds"], s[pipeline]["batch"]
+            rates = {m: c for m, c in consumption.items() if m in consumers}
+            for mode, (sampler, augment) in _samplers(Path(tmp), pipeline, seconds).items():
+                for n in workers if workers is not None else s["workers"]:
+                    load_start = harness.load_average()
+                    error = _unavailable(augment)
+                    rate = None
+                    if error is None:
+                        rate, _ = pipeline_rate(sampler, augment, n, batch, s["batches"])
+                    record = {
+                        "bench": "pipeline",
+                        "model": "pipeline",
+                        "pipeline": pipeline,
+                        "size": size,
+                        "augment": mode,
+                        "workers": n,
+                        "batch_size": batch,
+                        "batches": s["batches"],
+                        "audio_seconds_per_example": seconds,
+                        "examples_per_s": rate,
+                        "audio_seconds_per_s": rate * seconds if rate else None,
+                        "error": error,
+                        "train_examples_per_s": rates,
+                        "headroom": {m: rate / c for m, c in rates.items() if c and rate},
+                        "load_avg_start": load_start,
+                    }
+                    record.update(env or {})
+                    record["load_avg_end"] = harness.load_average()
+                    records.append(record)
     return records

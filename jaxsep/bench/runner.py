@@ -392,19 +392,24 @@ def run_bench(
 
 
 def _train_rates(records: list[dict], out: Path | None, env: dict, size: str) -> dict[str, float]:
-    """Best JAX train-step examples/s of X-UMX and UMX from this run, else from saved results."""
-    rates: dict[str, float] = {}
-    candidates = list(records)
-    if not any(r.get("model") in ("xumx", "umx") for r in candidates):
-        import json
+    """Best JAX train-step examples/s of each model a pipeline feeds (X-UMX, UMX, ChimeraNet)
+    from this run, else from the saved results of this device."""
+    import json
 
-        folder = RESULTS_ROOT / env["device_slug"]
-        for path in [out] if out else [folder / "xumx.jsonl", folder / "umx.jsonl"]:
-            if path and path.exists():
-                candidates += [json.loads(line) for line in path.read_text().splitlines() if line]
+    from jaxsep.bench.pipeline import CONSUMERS
+
+    consumers = [m for models in CONSUMERS.values() for m in models]
+    candidates = list(records)
+    missing = [m for m in consumers if not any(r.get("model") == m for r in candidates)]
+    folder = RESULTS_ROOT / env["device_slug"]
+    paths = [out] if out else [folder / f"{m}.jsonl" for m in missing]
+    for path in paths if missing else []:
+        if path and path.exists():
+            candidates += [json.loads(line) for line in path.read_text().splitlines() if line]
+    rates: dict[str, float] = {}
     for r in candidates:
         same = r.get("threads") == env["threads"] and r.get("size") == size
         if r.get("bench") == "model" and r.get("mode") == "train" and same:
-            if r.get("model") in ("xumx", "umx") and r.get("examples_per_s"):
+            if r.get("model") in consumers and r.get("examples_per_s"):
                 rates[r["model"]] = max(rates.get(r["model"], 0.0), r["examples_per_s"])
     return rates

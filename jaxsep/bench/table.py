@@ -15,7 +15,7 @@ _MODEL_KEY = (
     "device_slug", "model", "mode", "size", "batch_size", "jax_variant", "torch_variant",
     "threads", "precision",
 )  # fmt: skip
-_PIPELINE_KEY = ("device_slug", "size", "augment", "workers", "threads")
+_PIPELINE_KEY = ("device_slug", "pipeline", "size", "augment", "workers", "threads")
 MODEL_ORDER = {m: i for i, m in enumerate(("xumx", "umx", "chimera", "vqvae", "vggish"))}
 
 
@@ -122,16 +122,24 @@ def _model_rows(records: list[dict]) -> list[str]:
 
 def _pipeline_rows(records: list[dict]) -> list[str]:
     rows = [
-        "| size | augment | workers | threads | examples/s | audio-s/s | train step ex/s "
-        "| headroom (pipeline / train step) | load |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| pipeline | size | batch | augment | workers | threads | examples/s | audio-s/s "
+        "| train step ex/s | headroom (pipeline / train step) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(records, key=lambda r: (str(r.get("threads")), r["augment"], r["workers"])):
+    order = lambda r: (  # noqa: E731
+        r.get("pipeline", "xumx"),
+        str(r.get("threads")),
+        r["augment"],
+        r["workers"],
+    )
+    for r in sorted(records, key=order):
         train = ", ".join(f"{m} {_num(v)}" for m, v in sorted(r["train_examples_per_s"].items()))
         head = ", ".join(f"{m} {_num(v, 2)}x" for m, v in sorted(r["headroom"].items()))
         rows.append(
-            f"| {r['size']} | {r['augment']} | {r['workers']} | {_threads(r)} "
-            f"| {_num(r['examples_per_s'])} | {_num(r['audio_seconds_per_s'])} "
+            f"| {r.get('pipeline', 'xumx')} | {r['size']} | {r.get('batch_size', '–')} "
+            f"| {r['augment']} | {r['workers']} | {_threads(r)} "
+            f"| {_num(r['examples_per_s']) if not r.get('error') else 'failed: ' + r['error']} "
+            f"| {_num(r['audio_seconds_per_s'])} "
             f"| {train or '–'} | {head or '–'} | {_load(r)} |"
         )
     return rows
