@@ -16,6 +16,8 @@ _MODEL_KEY = (
     "threads", "precision",
 )  # fmt: skip
 _PIPELINE_KEY = ("device_slug", "pipeline", "size", "augment", "workers", "threads")
+# Fields older records lack: every pipeline record before the ChimeraNet pipeline was X-UMX's.
+_DEFAULTS = {"pipeline": "xumx"}
 MODEL_ORDER = {m: i for i, m in enumerate(("xumx", "umx", "chimera", "vqvae", "vggish"))}
 
 
@@ -36,7 +38,7 @@ def latest(records: list[dict]) -> list[dict]:
     chosen: dict[tuple, dict] = {}
     for r in records:
         key_names = _PIPELINE_KEY if r.get("bench") == "pipeline" else _MODEL_KEY
-        key = (r.get("bench"), *(json.dumps(r.get(k)) for k in key_names))
+        key = (r.get("bench"), *(json.dumps(r.get(k, _DEFAULTS.get(k))) for k in key_names))
         if key not in chosen or r.get("timestamp", "") >= chosen[key].get("timestamp", ""):
             chosen[key] = r
     return list(chosen.values())
