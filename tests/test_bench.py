@@ -294,3 +294,21 @@ def test_table_names_the_revision_of_every_row():
     assert "fp32, git 128abf3619ce, 5780872df7b2)" in table
     rows = [line for line in table.splitlines() if line.startswith("| xumx") or "| chimera" in line]
     assert rows[0].endswith("| 128abf3 |") and rows[1].endswith("| 5780872 |")
+
+
+def test_pipeline_reads_train_rates_from_the_device_results_folder(tmp_path, monkeypatch):
+    """A GPU session runs the pipeline in a later call, with `-o` to a fresh file: the train
+    rates come from the records its earlier call left in benchmarks/results/<device>/."""
+    import jaxsep.bench.runner as runner
+
+    monkeypatch.setattr(runner, "RESULTS_ROOT", tmp_path / "results")
+    earlier = {
+        "bench": "model", "model": "chimera", "mode": "train", "size": "tiny", "threads": None,
+        "examples_per_s": 3.0, "device_slug": "cpu",
+    }  # fmt: skip
+    (tmp_path / "results" / "cpu").mkdir(parents=True)
+    (tmp_path / "results" / "cpu" / "fp32.jsonl").write_text(json.dumps(earlier) + "\n")
+    records = run_bench("pipeline", size="tiny", out=tmp_path / "new.jsonl", log=str)
+    chimera = [r for r in records if r["pipeline"] == "chimera"]
+    assert chimera and all(r["train_examples_per_s"] == {"chimera": 3.0} for r in chimera)
+    assert all(r["train_examples_per_s"] == {} for r in records if r["pipeline"] == "xumx")

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Issue 6's GPU measurements in a few long device calls (a lent accelerator's time is short).
-# Run on the device machine from the repo root, one stage per call (each well under 10 min):
+# Run on the device machine from the repo root, one stage per call (each meant to end well
+# inside the 10-minute limit; records are appended model by model, so a cut-off call keeps
+# what finished):
 #
-#   bash tools/gpu_session.sh fp32      # GPU tests (cuDNN LSTM, bench parity), fp32 bench, RTF
-#   bash tools/gpu_session.sh lowp      # tf32 and bf16 benches
-#   bash tools/gpu_session.sh pipeline  # grain pipeline vs train-step consumption (16 cores)
+#   bash tools/gpu_session.sh fp32      # GPU tests (cuDNN LSTM, bench parity), fp32 model benches
+#   bash tools/gpu_session.sh extras    # 3-minute-track X-UMX RTF, grain pipeline (16 cores)
+#   bash tools/gpu_session.sh lowp      # tf32 and bf16 model benches
 #
+# Between calls, copy the returned fp32.jsonl into benchmarks/results/<device slug>/ (it
+# travels with the next call's working tree): the pipeline bench reads the train rates it
+# compares against from there.
 # with `carry: [".whl"]`: the wheels the device image lacks for the pipeline bench (grain,
 # soundfile; ChimeraNet's pipeline also imports its recipe (ml_collections), and its pitch-shift /
 # time-stretch mode needs librosa). The model benches need none of them. 6.6 MB:
@@ -24,7 +29,7 @@
 # on tiny models (a check of this script, not a measurement).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage="${1:?stage: fp32, lowp or pipeline}"
+stage="${1:?stage: fp32, extras or lowp}"
 OUT="${OUT:-$PWD/gpu-results}"
 DEVICE="${DEVICE:-gpu}"
 SIZE="${SIZE:-paper}"
@@ -49,21 +54,25 @@ log="$OUT/$stage.log"
     fp32)
       "$PY" -m pytest -q -p no:cacheprovider tests/test_lstm.py tests/test_bench.py \
         tests/test_bench_timing.py -k "not without_librosa" 2>&1 | tail -15
-      bench all --device "$DEVICE" --size "$SIZE" --precision fp32 -o "$OUT/fp32.jsonl"
+      for m in xumx umx chimera vqvae vggish; do
+        bench "$m" --device "$DEVICE" --size "$SIZE" --precision fp32 -o "$OUT/fp32.jsonl"
+      done
+      ;;
+    extras)
       if [ "$SIZE" = paper ]; then
         "$PY" tools/bench_xumx_cpu.py --seconds 180 --reps 5 --batch-size 8 | tee "$OUT/rtf.json"
       fi
-      ;;
-    lowp)
-      for p in tf32 bf16; do
-        bench all --device "$DEVICE" --size "$SIZE" --precision "$p" -o "$OUT/$p.jsonl"
-      done
-      ;;
-    pipeline)
       nproc
       bench pipeline --size "$SIZE" -o "$OUT/pipeline.jsonl"
       ;;
-    *) echo "unknown stage $stage (fp32, lowp, pipeline)"; exit 2 ;;
+    lowp)
+      for p in tf32 bf16; do
+        for m in xumx umx chimera vqvae vggish; do
+          bench "$m" --device "$DEVICE" --size "$SIZE" --precision "$p" -o "$OUT/$p.jsonl"
+        done
+      done
+      ;;
+    *) echo "unknown stage $stage (fp32, extras, lowp)"; exit 2 ;;
   esac
   echo "== done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$log"

@@ -393,19 +393,17 @@ def run_bench(
 
 def _train_rates(records: list[dict], out: Path | None, env: dict, size: str) -> dict[str, float]:
     """Best JAX train-step examples/s of each model a pipeline feeds (X-UMX, UMX, ChimeraNet)
-    from this run, else from the saved results of this device."""
-    import json
-
+    from this run, else from the saved results: the `-o` file and every JSONL file of this
+    device's results folder (where a GPU session puts the records of its earlier calls)."""
     from jaxsep.bench.pipeline import CONSUMERS
+    from jaxsep.bench.table import read_records
 
     consumers = [m for models in CONSUMERS.values() for m in models]
     candidates = list(records)
-    missing = [m for m in consumers if not any(r.get("model") == m for r in candidates)]
-    folder = RESULTS_ROOT / env["device_slug"]
-    paths = [out] if out else [folder / f"{m}.jsonl" for m in missing]
-    for path in paths if missing else []:
-        if path and path.exists():
-            candidates += [json.loads(line) for line in path.read_text().splitlines() if line]
+    if any(not any(r.get("model") == m for r in candidates) for m in consumers):
+        folder = RESULTS_ROOT / env["device_slug"]
+        saved = [p for p in (out, folder) if p is not None and Path(p).exists()]
+        candidates += read_records([Path(p) for p in saved])
     rates: dict[str, float] = {}
     for r in candidates:
         same = r.get("threads") == env["threads"] and r.get("size") == size
