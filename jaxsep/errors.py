@@ -3,3 +3,10 @@
 
 class JaxsepError(Exception):
     """Bad user input (file, config, checkpoint). The CLI prints it as one line and exits 2."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name if the message is empty): what a
+    one-line error or a benchmark record quotes of a library's multi-line exception."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

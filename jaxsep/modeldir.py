@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxsep.errors import JaxsepError
+from jaxsep.errors import JaxsepError, first_line
 from jaxsep.models import build_model
 
 CONFIG_FILE = "config.json"
@@ -34,11 +34,6 @@ class Model:
     module: Any
     variables: dict
     config: dict
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _sync(name: str) -> None:
@@ -79,7 +74,7 @@ def save_model_dir(path: str | Path, config: dict, variables: dict) -> Path:
                 checkpointer.save(tmp / VARIABLES_DIR, host_variables)
                 checkpointer.wait_until_finished()
         except Exception as e:  # orbax raises many types for leaves it cannot write
-            raise JaxsepError(f"{path}: cannot save variables ({_first_line(e)})") from e
+            raise JaxsepError(f"{path}: cannot save variables ({first_line(e)})") from e
         if primary:
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             if path.exists():
@@ -134,5 +129,5 @@ def load_variables(path: str | Path) -> dict:
             return checkpointer.restore(variables_path)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
         raise JaxsepError(
-            f"{variables_path}: corrupt or unreadable checkpoint ({_first_line(e)})"
+            f"{variables_path}: corrupt or unreadable checkpoint ({first_line(e)})"
         ) from e

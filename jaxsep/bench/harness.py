@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from jaxsep.errors import first_line
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -41,6 +43,11 @@ class Timed:
     fallible: bool = False  # an exception is a result (torch.compile), not a crash
 
 
+def error_summary(error: BaseException) -> str:
+    """`Type: first line` (at most 300 characters of it): a failed variant's record field."""
+    return f"{type(error).__name__}: {first_line(error)[:300]}"
+
+
 def _guarded(timed: Timed, mode: str) -> Callable[[], Any]:
     call = getattr(timed, mode)
 
@@ -52,8 +59,7 @@ def _guarded(timed: Timed, mode: str) -> Callable[[], Any]:
         except Exception as e:  # noqa: BLE001 - only for fallible variants, see below
             if not timed.fallible:
                 raise
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            timed.result["error"] = f"{type(e).__name__}: {first}"
+            timed.result["error"] = error_summary(e)
             return None
 
     return run

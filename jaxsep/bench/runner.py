@@ -282,8 +282,7 @@ def bench_model(
         except Exception as e:  # noqa: BLE001 - torch.compile failures are results, not crashes
             if variant == "eager":
                 raise
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-            failed = {"variant": variant, "error": f"{type(e).__name__}: {first}"}
+            failed = {"variant": variant, "error": harness.error_summary(e)}
             torch_runs.append(harness.Timed(failed, _never, _never, _never))
     eager = torch_runs[0].result
     jax_runs = []

@@ -122,6 +122,10 @@ def _model_rows(records: list[dict]) -> list[str]:
     return rows
 
 
+def _pipeline(r: dict) -> str:
+    return r.get("pipeline", _DEFAULTS["pipeline"])
+
+
 def _pipeline_rows(records: list[dict]) -> list[str]:
     rows = [
         "| pipeline | size | batch | augment | workers | threads | examples/s | audio-s/s "
@@ -129,7 +133,7 @@ def _pipeline_rows(records: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = lambda r: (  # noqa: E731
-        r.get("pipeline", "xumx"),
+        _pipeline(r),
         str(r.get("threads")),
         r["augment"],
         r["workers"],
@@ -138,7 +142,7 @@ def _pipeline_rows(records: list[dict]) -> list[str]:
         train = ", ".join(f"{m} {_num(v)}" for m, v in sorted(r["train_examples_per_s"].items()))
         head = ", ".join(f"{m} {_num(v, 2)}x" for m, v in sorted(r["headroom"].items()))
         rows.append(
-            f"| {r.get('pipeline', 'xumx')} | {r['size']} | {r.get('batch_size', '–')} "
+            f"| {_pipeline(r)} | {r['size']} | {r.get('batch_size', '–')} "
             f"| {r['augment']} | {r['workers']} | {_threads(r)} "
             f"| {_num(r['examples_per_s']) if not r.get('error') else 'failed: ' + r['error']} "
             f"| {_num(r['audio_seconds_per_s'])} "
