@@ -11,6 +11,7 @@ import pytest
 from jaxsep.errors import JaxsepError
 from jaxsep.losses import chimera as losses
 from jaxsep.models.chimera import ChimeraNet, mixture_magnitude, separate_with_mask
+from jaxsep.nn.lstm import inference_layout
 from jaxsep.train.state import make_optimizer
 
 OUT_ATOL = 1e-6  # fixture README: network outputs, float32 port vs float32 nussl
@@ -111,10 +112,13 @@ def test_weight_recipe_reproduces_small_fixture(small):
         np.testing.assert_array_equal(value, tensors[key])
 
 
-def test_small_eval_forward(small):
+@pytest.mark.parametrize("layout", ["torch", "inference"])
+def test_small_eval_forward(small, layout):
     d, _, tensors = small
     model = ChimeraNet(hidden=24, layers=2, dropout=0.3)
     variables = variables_from_torch(tensors, layers=2)
+    if layout == "inference":  # W_hh stored transposed, as jaxsep.Separator runs the model
+        variables = inference_layout(variables)
     out, inter = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))(
         variables, drop_channel(d["input_mix_magnitude"])
     )

@@ -2,6 +2,7 @@
 
 import math
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,13 @@ import torch
 from jax.experimental import rnn
 
 from jaxsep.errors import JaxsepError
-from jaxsep.nn.lstm import LSTM, forget_gate_bias_init, pack_cudnn_weights, param_names
+from jaxsep.nn.lstm import (
+    LSTM,
+    forget_gate_bias_init,
+    inference_layout,
+    pack_cudnn_weights,
+    param_names,
+)
 
 FEATURES, HIDDEN, STEPS = 5, 4, 7
 
@@ -185,6 +192,52 @@ def test_cudnn_weight_packing_matches_jax_reference(bidirectional):
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("bidirectional,num_layers", [(False, 1), (True, 3)])
+def test_inference_layout_gives_the_same_outputs_and_gradients(bidirectional, num_layers):
+    torch_lstm = _torch_lstm(num_layers, bidirectional)
+    variables = _params_from_torch(torch_lstm)
+    x = np.random.default_rng(2).standard_normal((3, STEPS, FEATURES)).astype(np.float32)
+    y_t, (h_t, c_t) = torch_lstm(torch.from_numpy(x))
+    module = LSTM(HIDDEN, num_layers=num_layers, bidirectional=bidirectional, backend="scan")
+
+    prepared = inference_layout(variables)
+    params = prepared["params"]
+    for name, weight in variables["params"].items():
+        if name.startswith("weight_hh"):
+            assert name not in params  # renamed, so the layout is never mistaken for torch's
+            np.testing.assert_array_equal(params[name.replace("hh", "hh_t")], weight.T)
+        else:
+            assert params[name] is weight  # everything else untouched
+    assert inference_layout(prepared) == prepared  # idempotent
+
+    y, (h, c) = module.apply(prepared, jnp.asarray(x), return_state=True)
+    for ours, ref in ((y, y_t), (h, h_t), (c, c_t)):
+        assert _rel_err(ours, ref.detach().numpy()) < 1e-5
+    # the transposed layout differentiates too (plain autodiff): same gradients, transposed
+    w_y = _loss_weights([y.shape])[0]
+
+    def loss(v):
+        return jnp.sum(module.apply(v, jnp.asarray(x)) * w_y)
+
+    g_torch_layout, g_prepared = jax.grad(loss)(variables), jax.grad(loss)(prepared)
+    assert (
+        _rel_err(
+            inference_layout(g_torch_layout)["params"]["weight_hh_t_l0"],
+            g_prepared["params"]["weight_hh_t_l0"],
+        )
+        < 1e-5
+    )
+    assert (
+        _rel_err(g_torch_layout["params"]["weight_ih_l0"], g_prepared["params"]["weight_ih_l0"])
+        < 1e-5
+    )
+
+    # [4H, H] stored under the transposed name: flax's shape check names the parameter
+    wrong = {"params": dict(params, weight_hh_t_l0=params["weight_hh_t_l0"].T)}
+    with pytest.raises(flax.errors.ScopeParamShapeError, match="weight_hh_t_l0"):
+        module.apply(wrong, jnp.asarray(x))
+
+
 def test_bad_input_and_cudnn_on_cpu_raise_one_line_errors():
     x = jnp.zeros((1, 3, 2))
     with pytest.raises(JaxsepError, match="needs a GPU"):
@@ -228,6 +281,9 @@ def test_cudnn_backend_equals_scan_backend(bidirectional):
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(g_cudnn), jax.tree.leaves(g_scan)):
         assert _rel_err(a, b) < 1e-4
+    # weights in the inference layout go back to torch's for cuDNN
+    y_p = cudnn.apply(inference_layout(variables), x)
+    np.testing.assert_allclose(y_p, y_s, rtol=1e-5, atol=1e-5)
     # Dropout in training runs layer by layer through cuDNN and must still be differentiable.
     dropped = cudnn.clone(dropout=0.4).apply(
         variables, x, train=True, rngs={"dropout": jax.random.key(3)}

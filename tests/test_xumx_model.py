@@ -14,6 +14,7 @@ from jaxsep.convert.xumx import convert_xumx, xumx_variables_from_state_dict
 from jaxsep.errors import JaxsepError
 from jaxsep.models.xumx import XUMX, bandwidth_to_max_bin
 from jaxsep.nn.batchnorm import TorchBatchNorm
+from jaxsep.nn.lstm import inference_layout
 
 XUMX_SOURCES = ["bass", "drums", "vocals", "other"]
 UMX_TARGETS = ["vocals", "drums", "bass", "other"]
@@ -76,13 +77,26 @@ def test_bandwidth_to_max_bin():
 
 
 @pytest.mark.parametrize("fuse_lstms", [True, False])
-def test_xumx_tiny_package_matches_asteroid(fixtures_dir, fuse_lstms):
+@pytest.mark.parametrize("layout", ["torch", "inference"])
+def test_xumx_tiny_package_matches_asteroid(fixtures_dir, fuse_lstms, layout):
     # fuse_lstms=False runs each source's jaxsep.nn.LSTM module; True one scan for all sources.
+    # layout "inference": W_hh stored transposed, as jaxsep.Separator runs the model.
     folder = fixtures_dir / "xumx"
     config, variables = convert_xumx(folder / "xumx_tiny_package.pth")
     assert config["model_kwargs"]["max_bin"] == 186 and config["model_kwargs"]["hop"] == 128
     model = XUMX(**config["model_kwargs"], fuse_lstms=fuse_lstms)
+    if layout == "inference":
+        variables = inference_layout(variables)
     check_xumx_against(np.load(folder / "tiny_io.npz"), model, variables)
+
+
+def test_fused_lstms_refuse_mixed_recurrent_layouts(fixtures_dir):
+    config, variables = convert_xumx(fixtures_dir / "xumx" / "xumx_tiny_package.pth")
+    params = dict(variables["params"])
+    params["vocals"] = inference_layout(params["vocals"])  # one source only
+    model = XUMX(**config["model_kwargs"])
+    with pytest.raises(JaxsepError, match="mixes W_hh layouts"):
+        model.apply({**variables, "params": params}, jnp.zeros((1, 4096, 2)))
 
 
 def test_xumx_full_size_matches_asteroid(fixtures_dir):

@@ -56,7 +56,7 @@ def _compiled(case, mode: str, donate: str = "auto"):
     choice = {"auto": None, "yes": True, "no": False}[donate]
     c = compile_case(case, case.jax_variants[0], jax.devices()[0], donate=choice)
     if mode == "infer":
-        return c.infer, lambda: jax.block_until_ready(c.infer(c.variables, c.x))
+        return c.infer, lambda: jax.block_until_ready(c.infer(c.infer_variables, c.x))
     holder = {"ts": c.ts}
 
     def run():

@@ -1,7 +1,7 @@
 """The JAX half of a case: a jitted train step (forward, loss, backward, Adam) with the train
 state donated on accelerators only (`compile_options.donate_train_state`, the trainer's rule), a
-jitted inference call, both compiled ahead of time so compile time is reported apart from the
-step time."""
+jitted inference call on the weights in their inference layout (as `jaxsep.separate` runs it),
+both compiled ahead of time so compile time is reported apart from the step time."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from jaxsep.bench.cases import Case
 from jaxsep.bench.harness import Timed
 from jaxsep.compile_options import compile_for_inference, donate_train_state
+from jaxsep.nn.lstm import inference_layout
 from jaxsep.train.state import make_optimizer
 
 LEARNING_RATE = 1e-3
@@ -69,12 +70,14 @@ def _compile(fn, args, precision: str, donate: tuple[int, ...] = (), inference_o
 class CompiledCase:
     """A case's JAX programs compiled for one device, with the arguments they were built for."""
 
-    infer: Any  # compiled infer(variables, x)
+    infer: Any  # compiled infer(infer_variables, x)
     train: Any  # compiled train_step(ts, x, target, key) -> (ts, loss)
     infer_compile_s: float
     compile_s: float
     donated: bool
     variables: Any
+    infer_variables: Any  # `variables` in jaxsep.nn.lstm.inference_layout, as Separator uses
+    infer_layout_s: float
     ts: Any
     x: Any
     target: Any
@@ -106,12 +109,29 @@ def compile_case(
     ts = {"params": params, "state": state, "opt_state": jax.jit(tx.init)(params)}
     ts = jax.tree.map(lambda a: a.copy(), ts)  # own buffers: the step may donate them
 
-    # inference is compiled as jaxsep compiles it for users (jaxsep.compile_options)
-    infer_c, infer_s = _compile(infer, (variables, x), precision, (), device.platform)
+    # inference runs as jaxsep.separate.Separator runs it for users: weights laid out for
+    # inference once (the recurrent weights transposed), compiled with jaxsep.compile_options
+    start = time.perf_counter()
+    infer_variables = jax.block_until_ready(inference_layout(variables))
+    layout_s = time.perf_counter() - start
+    infer_c, infer_s = _compile(infer, (infer_variables, x), precision, (), device.platform)
     if donate is None:
         donate = donate_train_state(device.platform)
     train_c, train_s = _compile(train_step, (ts, x, target, key), precision, (0,) if donate else ())
-    return CompiledCase(infer_c, train_c, infer_s, train_s, donate, variables, ts, x, target, key)
+    return CompiledCase(
+        infer_c,
+        train_c,
+        infer_s,
+        train_s,
+        donate,
+        variables,
+        infer_variables,
+        layout_s,
+        ts,
+        x,
+        target,
+        key,
+    )
 
 
 def float32_output(case: Case, variant: str, device) -> Any:
@@ -120,6 +140,7 @@ def float32_output(case: Case, variant: str, device) -> Any:
     variables, x = (
         jax.device_put(jax.tree.map(np.asarray, t), device) for t in (case.variables, case.inputs)
     )
+    variables = inference_layout(variables)
     compiled, _ = _compile(infer, (variables, x), "fp32", (), device.platform)
     return jax.tree.map(np.asarray, compiled(variables, x))
 
@@ -135,11 +156,12 @@ def prepare_jax(case: Case, variant: str, device, precision: str = "fp32") -> Ti
     result: dict[str, Any] = {
         "variant": variant,
         "infer_compile_s": c.infer_compile_s,
+        "infer_layout_s": c.infer_layout_s,
         "compile_s": c.compile_s,
         "donated": c.donated,
         "train_memory_bytes": _compiled_bytes(c.train),
         "infer_memory_bytes": _compiled_bytes(c.infer),
-        "output": jax.tree.map(np.asarray, c.infer(c.variables, c.x)),
+        "output": jax.tree.map(np.asarray, c.infer(c.infer_variables, c.x)),
     }
     holder = {"ts": c.ts}
 
@@ -155,5 +177,5 @@ def prepare_jax(case: Case, variant: str, device, precision: str = "fp32") -> Ti
         else:
             result["device_peak_bytes"] = _device_peak_bytes(device)
 
-    infer = lambda: c.infer(c.variables, c.x)  # noqa: E731
+    infer = lambda: c.infer(c.infer_variables, c.x)  # noqa: E731
     return Timed(result, step, infer, jax.block_until_ready, end=end)

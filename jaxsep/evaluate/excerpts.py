@@ -23,6 +23,7 @@ from jaxsep.errors import JaxsepError
 from jaxsep.evaluate.metrics import si_sdr
 from jaxsep.evaluate.stats import wilcoxon_one_sided
 from jaxsep.modeldir import Model
+from jaxsep.nn.lstm import inference_layout
 from jaxsep.separate import separate_fn_for
 
 PAPER_NUM_EXCERPTS = 1000
@@ -93,12 +94,13 @@ def excerpt_si_sdr(
     if "config" in inspect.signature(hook).parameters:  # as jaxsep.Separator passes it
         hook = functools.partial(hook, config=model.config)
     separate = jax.jit(lambda variables, wave: hook(model.module, variables, wave))
+    variables = inference_layout(model.variables)  # as jaxsep.Separator: fixed weights
     scores = []
     for batch in excerpt_batches(sampler, num_excerpts, seed, batch_size):
         rows = len(batch["mixture"])
         wave = np.zeros((batch_size, *batch["mixture"].shape[1:]), np.float32)
         wave[:rows] = batch["mixture"]  # pad the tail batch: one compiled shape
-        estimates = np.asarray(separate(model.variables, wave))[:rows]
+        estimates = np.asarray(separate(variables, wave))[:rows]
         scores.append(si_sdr_per_source(batch["sources"], estimates))
     table = np.concatenate(scores)  # [N, S]
     result = {name: table[:, i] for i, name in enumerate(sources)}

@@ -43,7 +43,14 @@ import numpy as np
 from jaxsep.audio.stft import stft
 from jaxsep.errors import JaxsepError
 from jaxsep.nn.batchnorm import TorchBatchNorm
-from jaxsep.nn.lstm import LSTM, input_gates, param_names, recurrence, uses_cudnn
+from jaxsep.nn.lstm import (
+    LSTM,
+    input_gates,
+    param_names,
+    recurrence,
+    recurrent_weight,
+    uses_cudnn,
+)
 from jaxsep.nn.precision import compute_dtype
 
 Array = jax.Array
@@ -68,31 +75,43 @@ def mixture_stft(wave: Array, n_fft: int, hop: int, center: bool = True) -> Arra
 
 
 def _layer_weights(weights: Sequence[dict], layer: int, directions: int) -> tuple[list, ...]:
-    """W_ih, W_hh, b_ih + b_hh of one layer, per (source, direction) in that order, unstacked."""
+    """W_ih, W_hh, b_ih + b_hh of one layer, per (source, direction) in that order, unstacked,
+    and whether the W_hh came in `jaxsep.nn.lstm.inference_layout` (all or none)."""
     names = [param_names(layer, reverse) for reverse in (False, True)[:directions]]
-    per = [(w[n[0]], w[n[1]], w[n[2]] + w[n[3]]) for w in weights for n in names]
-    return tuple(list(t) for t in zip(*per))
+    hh = [recurrent_weight(w, n[1]) for w in weights for n in names]
+    layouts = {transposed for _, transposed in hh}
+    if len(layouts) != 1:
+        raise JaxsepError(f"XUMX: LSTM layer {layer} mixes W_hh layouts (see inference_layout)")
+    per = [(w[n[0]], w[n[2]] + w[n[3]]) for w in weights for n in names]
+    w_ih, bias = (list(t) for t in zip(*per))
+    return w_ih, [w for w, _ in hh], bias, layouts.pop()
 
 
 def fused_lstm_layer(
-    x: Array, w_ih: list, w_hh: list, bias: list, dtype: jnp.dtype = jnp.float32
+    x: Array,
+    w_ih: list,
+    w_hh: list,
+    bias: list,
+    hh_transposed: bool = False,
+    dtype: jnp.dtype = jnp.float32,
 ) -> Array:
     """One (bi)LSTM layer of every source at once: x `[S, B, T, F]` -> `[S, B, T, D*H]`
     (in `dtype`, the matmul operand dtype of `jaxsep.nn.precision`).
 
     The S sources x D directions run as S*D independent recurrences in a single `lax.scan`
     (jaxsep.nn.lstm's, with its fast custom backward), instead of S scans of D. Weights come
-    per (source, direction) in torch layout and are projected in place (`input_gates`).
+    per (source, direction) in torch layout (`hh_transposed`: W_hh as [H, 4H], the inference
+    layout) and are projected in place (`input_gates`).
     """
     sources = x.shape[0]
     directions = len(w_ih) // sources
-    hidden = w_hh[0].shape[1]
+    hidden = bias[0].shape[0] // 4
     batch, steps = x.shape[1], x.shape[2]
     inputs = [x[r // directions].swapaxes(0, 1) for r in range(len(w_ih))]  # [T, B, F]
     reverse = [bool(r % directions) for r in range(len(w_ih))]
     gates_x = input_gates(inputs, w_ih, bias, reverse, dtype=dtype)
     h0 = jnp.zeros((sources * directions, batch, hidden), gates_x.dtype)
-    hs, _ = recurrence(gates_x, w_hh, h0, h0, dtype=dtype)
+    hs, _ = recurrence(gates_x, w_hh, h0, h0, dtype=dtype, transposed=hh_transposed)
     hs = hs.reshape(steps, sources, directions, batch, hidden)
     if directions == 2:
         hs = jnp.stack([hs[:, :, 0], hs[::-1, :, 1]], axis=2)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -60,6 +61,48 @@ def param_names(layer: int, reverse: bool) -> tuple[str, str, str, str]:
 
 
 # --------------------------------------------------------------------------------------------
+# Inference layout. The forward recurrence multiplies by W_hh^T [H, 4H] (XLA:CPU's per-step dot
+# on torch's [4H, H] layout ran 2-7x slower than on a transposed copy), so every call transposes
+# each W_hh, and XLA:CPU transposes at 3-9 GB/s: 3.0 ms per X-UMX layer (8 x [1024, 256]) on
+# one thread, where stacking already-transposed matrices takes 0.25 ms (`jnp`, this CPU). A
+# model whose weights do not change between calls (separation, evaluation) transposes them
+# once: `inference_layout` stores each `weight_hh_l{k}[_reverse]` as
+# `weight_hh_t_l{k}[_reverse]` [H, 4H], and every LSTM path here reads whichever it finds.
+# Training keeps torch's layout (the fast custom backward contracts [4H, H] in place); the
+# transposed layout still differentiates, through plain autodiff of the scan.
+
+_RECURRENT = re.compile(r"weight_hh(_l\d+(?:_reverse)?)")
+
+
+def transposed_name(name: str) -> str:
+    """`weight_hh_l1_reverse` -> `weight_hh_t_l1_reverse`, the inference-layout name."""
+    return _RECURRENT.fullmatch(name).expand(r"weight_hh_t\1")
+
+
+def inference_layout(tree: Any) -> Any:
+    """`tree` (a model's variables, any nesting) with every LSTM's `weight_hh_*` [4H, H] replaced
+    by `weight_hh_t_*` = its transpose [H, 4H]; everything else is returned as it is. Apply it
+    once to weights used for many calls (`jaxsep.separate.Separator` does); idempotent."""
+    if not isinstance(tree, Mapping):
+        return tree
+    out = {}
+    for key, value in tree.items():
+        if isinstance(key, str) and _RECURRENT.fullmatch(key) and not isinstance(value, Mapping):
+            out[transposed_name(key)] = jnp.swapaxes(jnp.asarray(value), -1, -2)
+        else:
+            out[key] = inference_layout(value)
+    return out
+
+
+def recurrent_weight(params: Mapping[str, Array], name: str) -> tuple[Array, bool]:
+    """The W_hh called `name` (torch's name) from an LSTM's params in either layout, and whether
+    it came transposed ([H, 4H], `inference_layout`)."""
+    if name in params:
+        return params[name], False
+    return params[transposed_name(name)], True
+
+
+# --------------------------------------------------------------------------------------------
 # The recurrence: gates_x [T, R, B, 4H] (input projection + both biases, already time-reversed
 # for a reverse direction), W_hh as R torch-layout [4H, H] arrays, h0/c0 [R, B, H]
 # -> hs [T, R, B, H], (h_T, c_T).
@@ -88,10 +131,13 @@ def _cell(z: Array, c: Array) -> tuple[Array, Array, Array]:
     return h, c, jnp.concatenate([i, f, g, o], axis=-1)
 
 
-def _stacked_transpose(w_hh, dtype: Any = jnp.float32) -> Array:
+def _stacked_transpose(w_hh, dtype: Any = jnp.float32, transposed: bool = False) -> Array:
     """[R] x [4H, H] -> W_hh^T [R, H, 4H] in `dtype`: a contiguous stack, then one batched
     transpose (XLA:CPU fuses per-matrix transposes into the stack as a slow strided copy: 5.0 vs
-    2.8 ms for 8 x [1024, 256], one thread)."""
+    2.8 ms for 8 x [1024, 256], one thread). `transposed`: `w_hh` is already [R] x [H, 4H]
+    (`inference_layout`), only stacked."""
+    if transposed:
+        return jnp.stack(list(w_hh)).astype(dtype)
     return jnp.stack(list(w_hh)).transpose(0, 2, 1).astype(dtype)
 
 
@@ -110,12 +156,13 @@ def recurrence_autodiff(
     precision: Any = None,
     unroll: int = 1,
     dtype: Any = jnp.float32,
+    transposed: bool = False,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The LSTM recurrence as a plain `lax.scan`; JAX autodiff gives its gradient (reference).
     `dtype`: the recurrent matmul's operand dtype (`jaxsep.nn.precision`); gates, h and c stay
-    float32."""
+    float32. `transposed`: `w_hh` in the inference layout, [H, 4H] each."""
 
-    w_hh_t = _stacked_transpose(w_hh, dtype)  # a stacked [R, 4H, H] iterates the same
+    w_hh_t = _stacked_transpose(w_hh, dtype, transposed)  # a stacked [R, 4H, H] iterates the same
 
     def step(carry: tuple[Array, Array], gx: Array) -> tuple[tuple[Array, Array], Array]:
         h, c = carry
@@ -134,9 +181,14 @@ def recurrence(
     precision: Any = None,
     unroll: int = 1,
     dtype: Any = jnp.float32,
+    transposed: bool = False,
 ) -> tuple[Array, tuple[Array, Array]]:
     """Same as `recurrence_autodiff`, with a backward pass that emits d(gates) per step only,
-    so each dW_hh is one [4H, T*B] x [T*B, H] matmul. `w_hh`: R arrays [4H, H] (or [R, 4H, H])."""
+    so each dW_hh is one [4H, T*B] x [T*B, H] matmul. `w_hh`: R arrays [4H, H] (or [R, 4H, H]).
+    With `transposed` weights (`inference_layout`, for calls without a gradient) it is
+    `recurrence_autodiff`: the custom backward is written for torch's layout."""
+    if transposed:
+        return recurrence_autodiff(gates_x, w_hh, h0, c0, precision, unroll, dtype, True)
     return _recurrence(gates_x, tuple(w_hh), h0, c0, precision, unroll, jnp.dtype(dtype))
 
 
@@ -238,18 +290,20 @@ def lstm_layer_scan(
     precision: Any = None,
     unroll: int = 1,
     dtype: Any = jnp.float32,
+    hh_transposed: bool = False,
 ) -> tuple[Array, Array, Array]:
     """One (bi)directional LSTM layer, time-major.
 
     x [T, B, F]; w_ih, w_hh, bias: D per-direction torch-layout arrays ([4H, F], [4H, H],
-    [4H] = b_ih + b_hh); h0, c0 [D, B, H] with D = 1 (forward) or 2 (forward, reverse).
-    Returns y [T, B, D*H] in `dtype` (the matmul operand dtype), h_T and c_T [D, B, H] float32.
+    [4H] = b_ih + b_hh; `hh_transposed`: w_hh [H, 4H], `inference_layout`); h0, c0 [D, B, H]
+    with D = 1 (forward) or 2 (forward, reverse). Returns y [T, B, D*H] in `dtype` (the matmul
+    operand dtype), h_T and c_T [D, B, H] float32.
     """
     directions = len(w_ih)
     reverse = (False, True)[:directions]
     gates_x = input_gates([x] * directions, w_ih, bias, reverse, precision, dtype)
     run = recurrence if custom_vjp else recurrence_autodiff
-    hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll, dtype)
+    hs, (h_last, c_last) = run(gates_x, w_hh, h0, c0, precision, unroll, dtype, hh_transposed)
     y = jnp.concatenate([hs[:, 0], hs[::-1, 1]], axis=-1) if directions == 2 else hs[:, 0]
     return y.astype(dtype), h_last, c_last
 
@@ -365,20 +419,27 @@ class LSTM(nn.Module):
                 f"{jax.default_backend()!r}; use backend='scan' or 'auto'"
             )
 
-    def _layer_params(self, layer: int, in_features: int) -> list[tuple[Array, ...]]:
+    def _layer_params(self, layer: int, in_features: int) -> tuple[list[tuple[Array, ...]], bool]:
+        """One layer's (W_ih, W_hh, b_ih, b_hh) per direction, and whether W_hh came in the
+        inference layout ([H, 4H] under `weight_hh_t_*`, `inference_layout`)."""
         weight_init = self.weight_init or torch_uniform_init(self.hidden_size)
         bias_init = self.bias_init or torch_uniform_init(self.hidden_size)
         gates = 4 * self.hidden_size
-        shapes = ((gates, in_features), (gates, self.hidden_size), (gates,), (gates,))
-        inits = (weight_init, weight_init, bias_init, bias_init)
-        directions = (False, True) if self.bidirectional else (False,)
-        return [
-            tuple(
-                self.param(name, init, shape)
-                for name, init, shape in zip(param_names(layer, reverse), inits, shapes)
-            )
-            for reverse in directions
+        shapes = [(gates, in_features), (gates, self.hidden_size), (gates,), (gates,)]
+        inits = [weight_init, weight_init, bias_init, bias_init]
+        names = [list(param_names(layer, reverse)) for reverse in (False, True)]
+        transposed = self.has_variable("params", transposed_name(names[0][1]))
+        if transposed:  # flax checks the stored shape against this one
+            shapes[1] = (self.hidden_size, gates)
+            inits[1] = lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype)
+            for direction in names:
+                direction[1] = transposed_name(direction[1])
+        directions = 2 if self.bidirectional else 1
+        params = [
+            tuple(self.param(*args) for args in zip(direction, inits, shapes))
+            for direction in names[:directions]
         ]
+        return params, transposed
 
     @nn.compact
     def __call__(
@@ -407,20 +468,24 @@ class LSTM(nn.Module):
                 )
         use_cudnn = uses_cudnn(self.backend, x.dtype, self.dtype)
         drop = nn.Dropout(self.dropout, deterministic=not train)
-        params = []
+        params, transposed = [], []
         for layer in range(self.num_layers):
             in_features = x.shape[-1] if layer == 0 else directions * self.hidden_size
-            params.append(self._layer_params(layer, in_features))
+            layer_params, layer_transposed = self._layer_params(layer, in_features)
+            if use_cudnn and layer_transposed:  # cuDNN packs torch's layout
+                layer_params = [(a, b.T, c, d) for a, b, c, d in layer_params]
+            params.append(layer_params)
+            transposed.append(layer_transposed and not use_cudnn)
 
         if use_cudnn and not (train and self.dropout > 0.0 and self.num_layers > 1):
             y, h_n, c_n = lstm_cudnn(x, params, h0, c0, self.precision)
         else:
-            y, h_n, c_n = self._run_layers(x, params, h0, c0, drop, use_cudnn)
+            y, h_n, c_n = self._run_layers(x, params, h0, c0, drop, use_cudnn, transposed)
         if not self.batch_first:
             y = y.swapaxes(0, 1)
         return (y, (h_n, c_n)) if return_state else y
 
-    def _run_layers(self, x, params, h0, c0, drop, use_cudnn):
+    def _run_layers(self, x, params, h0, c0, drop, use_cudnn, transposed):
         """Layer by layer (batch-first in and out), with dropout between layers."""
         directions = len(params[0])
         y = x if use_cudnn else x.swapaxes(0, 1)
@@ -444,6 +509,7 @@ class LSTM(nn.Module):
                     precision=self.precision,
                     unroll=self.unroll,
                     dtype=compute_dtype(self.dtype),
+                    hh_transposed=transposed[layer],
                 )
             finals_h.append(h_n)
             finals_c.append(c_n)
