@@ -50,6 +50,8 @@ def test_each_model_runs_both_frameworks_and_records(model, tmp_path):
     train = next(r for r in saved if r["mode"] == "train")
     # as jaxsep's trainer: no donation on CPU (compile_options.donate_train_state)
     assert train["jax_donated_state"] is False
+    infer = next(r for r in saved if r["mode"] == "infer")
+    assert infer["jax_infer_layout_s"] >= 0  # the weights laid out once for inference
     # Adam steps changed the weights in both frameworks (they train, not just run).
     for side in ("jax", "torch"):
         assert np.isfinite(train[f"{side}_last_loss"])

@@ -209,6 +209,8 @@ def _mode_record(case, mode: str, jax_r: dict, torch_r: dict, peak: float | None
     }
     if mode == "train" and "donated" in jax_r:
         record["jax_donated_state"] = jax_r["donated"]
+    if mode == "infer" and "infer_layout_s" in jax_r:  # once per model, like compiling
+        record["jax_infer_layout_s"] = jax_r["infer_layout_s"]
     compile_key = "compile_s" if mode == "train" else "infer_compile_s"
     memory_key = f"{mode}_memory_bytes"
     for side, r in (("jax", jax_r), ("torch", torch_r)):
