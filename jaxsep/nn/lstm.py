@@ -3,7 +3,8 @@
 Parameters are named and shaped exactly like `torch.nn.LSTM.state_dict()`
 (`weight_ih_l{k}[_reverse]` (4H, in), `weight_hh_l{k}[_reverse]` (4H, H), `bias_ih_l{k}[_reverse]`,
 `bias_hh_l{k}[_reverse]`, gate order i, f, g, o), so checkpoint converters map one to one and both
-backends share the same parameters.
+backends share the same parameters. Weights used for many calls without a gradient may be put
+in `inference_layout` (W_hh stored transposed, in memory only; checkpoints keep torch's names).
 
 Why a hand-written scan: autodiff through `lax.scan` accumulates dW_hh one rank-B update per step,
 which made flax's stock RNN 6.8x slower than torch in fwd+bwd on CPU. Here the input projection of
