@@ -427,12 +427,11 @@ class LSTM(nn.Module):
         bias_init = self.bias_init or torch_uniform_init(self.hidden_size)
         gates = 4 * self.hidden_size
         shapes = [(gates, in_features), (gates, self.hidden_size), (gates,), (gates,)]
-        inits = [weight_init, weight_init, bias_init, bias_init]
+        inits = (weight_init, weight_init, bias_init, bias_init)
         names = [list(param_names(layer, reverse)) for reverse in (False, True)]
         transposed = self.has_variable("params", transposed_name(names[0][1]))
-        if transposed:  # flax checks the stored shape against this one
+        if transposed:  # flax checks the stored shape against this one (never initialised)
             shapes[1] = (self.hidden_size, gates)
-            inits[1] = lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype)
             for direction in names:
                 direction[1] = transposed_name(direction[1])
         directions = 2 if self.bidirectional else 1
