@@ -148,7 +148,7 @@ def test_pipeline_bench_and_table(tmp_path):
     (tmp_path / "cpu" / "bsseval.jsonl").write_text(json.dumps(bss) + "\n")
     table = render_table(read_records([tmp_path]))
     assert "### ?" not in table  # a BSSEval record is not a device of its own
-    assert "| s | d | 1 | 22 | 22 | 1.0e-13 | abc |" in table
+    assert "| s | d | 1 | 22 | 22 | 1.0e-13 | – | abc |" in table
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\nouttro\n")

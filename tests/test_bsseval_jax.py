@@ -119,3 +119,26 @@ def test_traced_core_jits_and_vmaps_over_songs_in_float64():
         for have, each in zip(batched, want):
             assert have[song].shape == (2, 3)
             np.testing.assert_allclose(np.asarray(have[song]), each, rtol=0, atol=1e-9)
+
+
+def test_speed_tool_writes_a_record_the_table_renders(tmp_path):
+    """tools/bench_bsseval.py at a tiny size: both sides agree and the record says what ran."""
+    import json
+    import subprocess
+    import sys
+
+    from jaxsep.bench.table import read_records, render_table
+
+    out = tmp_path / "cpu" / "bsseval.jsonl"
+    command = [sys.executable, "tools/bench_bsseval.py", "--seconds", "2.5", "--sources", "2"]
+    result = subprocess.run(
+        [*command, "--repeats", "1", "-o", str(out)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record == json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["signals"].startswith("2.5 s x 2 stereo sources")
+    assert record["max_abs_diff_db"] < TOLERANCE_DB
+    assert record["jax_version"] == jax.__version__ and record["git_revision"]
+    assert "--sources 2" in record["command"] and len(record["load_start"]) == 3
+    assert f"| {record['signals']} | {record['device']}" in render_table(read_records([tmp_path]))

@@ -1,22 +1,33 @@
 """Time museval's BSSEval v4 against jaxsep's JAX version on one MUSDB-sized song.
 
 30 s x 4 stereo sources at 44.1 kHz, window = hop = 1 s (the SiSEC setting). Prints one JSON
-line: museval seconds, JAX seconds after compilation (median of `--repeats`), compile seconds
-(first call minus a compiled call), speed-up and the largest |difference| in dB over all
-finite scores, plus both sides' process CPU seconds (fairer on a shared, loaded machine).
+record: museval seconds (median of `--museval-repeats`), JAX seconds after compilation (median
+of `--repeats`), compile seconds (first call minus a compiled call), speed-up and the largest
+|difference| in dB over all finite scores, both sides' process CPU seconds (fairer on a shared,
+loaded machine), and what ran where (device, versions, git revision, command, load average).
+`-o FILE` also appends the record to FILE, where `tools/bench_table.py` finds it.
 
-    .venv/bin/python tools/bench_bsseval.py [--seconds 30] [--sources 4] [--repeats 3]
+    .venv/bin/python tools/bench_bsseval.py [--seconds 30] [--sources 4] [--repeats 3] \
+        [-o benchmarks/results/cpu/bsseval.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import shlex
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.signal
 
+from jaxsep import host_memory
+from jaxsep.bench import harness
 from jaxsep.evaluate.bsseval import bss_eval_v4
 
 SAMPLE_RATE = 44100
@@ -41,43 +52,68 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--museval-repeats", type=int, default=1)
+    parser.add_argument("-o", "--out", type=Path, help="append the JSON record to this file")
     args = parser.parse_args()
-    references, estimates = synthetic_song(args.seconds, args.sources)
-
+    host_memory.retain_freed_memory()  # as the jaxsep command line does; numpy shares it too
+    import jax
     import museval
 
-    start, start_cpu = time.perf_counter(), time.process_time()
-    expected = museval.evaluate(
-        references, estimates, win=SAMPLE_RATE, hop=SAMPLE_RATE, mode="v4", padding=False
-    )
-    museval_s = time.perf_counter() - start
-    museval_cpu_s = time.process_time() - start_cpu
+    references, estimates = synthetic_song(args.seconds, args.sources)
+    load_start = harness.load_average()
+
+    def run_museval():
+        begin, begin_cpu = time.perf_counter(), time.process_time()
+        result = museval.evaluate(
+            references, estimates, win=SAMPLE_RATE, hop=SAMPLE_RATE, mode="v4", padding=False
+        )
+        return result, time.perf_counter() - begin, time.process_time() - begin_cpu
 
     def run_jax():
         begin, begin_cpu = time.perf_counter(), time.process_time()
         result = bss_eval_v4(references, estimates, window=SAMPLE_RATE, hop=SAMPLE_RATE)
         return result, time.perf_counter() - begin, time.process_time() - begin_cpu
 
+    museval_runs = [run_museval() for _ in range(args.museval_repeats)]
+    expected = museval_runs[0][0]
     got, first_s, _ = run_jax()
     runs = [run_jax() for _ in range(args.repeats)]
-    jax_s = float(np.median([run[1] for run in runs]))
-    jax_cpu_s = float(np.median([run[2] for run in runs]))
+    museval_s = statistics.median(run[1] for run in museval_runs)
+    jax_s = statistics.median(run[1] for run in runs)
     diffs = [np.abs(np.asarray(e) - g) for e, g in zip(expected, got)]
     max_diff = max(float(np.nanmax(d[np.isfinite(d)])) for d in diffs)
-    print(
-        json.dumps(
-            {
-                "museval_s": round(museval_s, 3),
-                "jax_s": round(jax_s, 3),
-                "compile_s": round(first_s - jax_s, 3),
-                "speedup": round(museval_s / jax_s, 1),
-                "max_abs_diff_db": max_diff,
-                # CPU seconds (all threads): a fairer comparison when the machine is shared
-                "museval_cpu_s": round(museval_cpu_s, 3),
-                "jax_cpu_s": round(jax_cpu_s, 3),
-            }
-        )
-    )
+    record = {
+        "bench": "bsseval",
+        "signals": f"{args.seconds:g} s x {args.sources} stereo sources, 44.1 kHz, window=hop=1 s",
+        "device": f"{harness.cpu_model_name()} ({os.cpu_count()} cores)",
+        "museval_s": round(museval_s, 3),
+        "jax_s": round(jax_s, 3),
+        "compile_s": round(first_s - jax_s, 3),
+        "speedup": round(museval_s / jax_s, 1),
+        "max_abs_diff_db": max_diff,
+        # CPU seconds (all threads): a fairer comparison when the machine is shared
+        "museval_cpu_s": round(statistics.median(run[2] for run in museval_runs), 3),
+        "jax_cpu_s": round(statistics.median(run[2] for run in runs), 3),
+        "load_start": load_start,
+        "load_end": harness.load_average(),
+        "jax_version": jax.__version__,
+        "museval_version": _version("museval"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "git_revision": harness.git_revision(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(record))
+    if args.out:
+        harness.write_jsonl([record], args.out)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 if __name__ == "__main__":
