@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--baseline", action="store_true", help="also score the mixture as every estimate"
     )
+    p.add_argument(
+        "--bsseval",
+        choices=("jax", "museval"),
+        default="jax",
+        help="scorer: jax (museval's scores, many times faster; default) or museval itself",
+    )
 
     p = sub.add_parser("convert", help="convert a PyTorch checkpoint to a jaxsep model directory")
     p.add_argument("kind", choices=("jukebox", "xumx", "umx", "vggish", "chimera"))
@@ -201,6 +207,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> in
             segment=args.segment,
             batch_size=args.batch_size,
             devices=args.device,
+            bsseval=args.bsseval,
         )
         print(summary["table"], end="")
         print(f"wrote {len(summary['tracks'])} track scores and summary.md to {summary['out']}")

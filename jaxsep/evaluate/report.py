@@ -28,6 +28,9 @@ from jaxsep.modeldir import load
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 SPLITS = {"test": ("test", None), "train": ("train", "train"), "valid": ("train", "valid")}
 WINDOW_SECONDS = 1.0
+# jax: jaxsep.evaluate.bsseval, museval's scores to ~1e-12 dB and ~27x faster on 2 CPU cores
+# (benchmarks/README.md); museval: the reference package itself
+BSSEVAL_BACKENDS = ("jax", "museval")
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -91,15 +94,20 @@ def evaluate_model(
     batch_size: int = 8,
     devices=None,
     show_progress: bool | None = None,
+    bsseval: str = "jax",
 ) -> dict:
     """Score a model on ``split`` of a MUSDB-layout root; returns the summary dict.
 
     ``baseline`` also scores the mixture as every source's estimate (doubles BSSEval time).
+    ``bsseval`` picks the scorer: "jax" (default, the same scores as museval, many times faster;
+    it compiles once per track length) or "museval".
     """
     from jaxsep.separate import Separator
 
     if split not in SPLITS:
         raise JaxsepError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    if bsseval not in BSSEVAL_BACKENDS:
+        raise JaxsepError(f"--bsseval {bsseval!r}: use one of {', '.join(BSSEVAL_BACKENDS)}")
     model = load(model_dir)
     out = Path(out_dir) if out_dir is not None else Path(model_dir) / "eval"
     subset, musdb_split = SPLITS[split]
@@ -129,18 +137,21 @@ def evaluate_model(
         except JaxsepError as e:
             raise JaxsepError(f"{source.track(i).folder}: {e}") from None
         estimates = np.stack([stems[stem] for stem in separator.sources])
-        scores = _score(name, references, estimates, source.sample_rate)
+        scores = _score(name, references, estimates, source.sample_rate, bsseval)
         results.append((name, scores.framewise()))
         methods["model"].append(_track_medians(scores.framewise()))
         if baseline:
             mix = np.broadcast_to(mixture, references.shape)
             methods["mixture"].append(
-                _track_medians(_score(name, references, mix, source.sample_rate).framewise())
+                _track_medians(
+                    _score(name, references, mix, source.sample_rate, bsseval).framewise()
+                )
             )
     summary = {
         "model": str(model_dir),
         "data": str(data_root),
         "split": split,
+        "bsseval": bsseval,
         "tracks": [name for name, _ in results],
         "median": {
             method: {
@@ -160,7 +171,7 @@ def evaluate_model(
     table = summary_table(summary["median"])
     header = (
         f"# BSSEval v4 on {data_root} ({split}, {len(results)} tracks)\n\n"
-        "Median over 1 s frames per track, then median over tracks.\n\n"
+        f"Median over 1 s frames per track, then median over tracks (scored by {bsseval}).\n\n"
     )
     _write_text(out / "summary.md", header + table)
     summary["table"] = table
@@ -179,9 +190,11 @@ def _corpus_setup_file(root: Path) -> str | None:
         raise JaxsepError(f"{marker}: invalid JSON") from None
 
 
-def _score(name: str, references: np.ndarray, estimates: np.ndarray, sample_rate: int):
+def _score(
+    name: str, references: np.ndarray, estimates: np.ndarray, sample_rate: int, backend: str
+):
     try:
-        return bss_eval(references, estimates, sample_rate, window=WINDOW_SECONDS)
+        return bss_eval(references, estimates, sample_rate, window=WINDOW_SECONDS, backend=backend)
     except JaxsepError as e:
         raise JaxsepError(f"track {name}: {e}") from None
 
