@@ -142,3 +142,31 @@ def test_speed_tool_writes_a_record_the_table_renders(tmp_path):
     assert record["jax_version"] == jax.__version__ and record["git_revision"]
     assert "--sources 2" in record["command"] and len(record["load_start"]) == 3
     assert f"| {record['signals']} | {record['device']}" in render_table(read_records([tmp_path]))
+
+
+def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
+    """`bss_eval_v4` runs three programs; only the length-dependent ones compile per length."""
+    from jaxsep.evaluate import bsseval
+
+    rng = np.random.default_rng(5)
+    window = hop = SAMPLE_RATE // 8
+    filter_len = 48  # a size no other test compiles
+    solves = bsseval._filters_program._cache_size()
+    statistics = bsseval._statistics_program._cache_size()
+    for seconds in (0.5, 0.7):
+        references = coloured_noise(rng, 2, seconds)
+        estimates = references + 0.3 * rng.standard_normal(references.shape)
+        staged = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=filter_len)
+        with jax.enable_x64(True):
+            whole = bss_eval_v4_traced(
+                jnp.asarray(references),
+                jnp.asarray(estimates),
+                window=window,
+                hop=hop,
+                filter_len=filter_len,
+            )
+        for have, want in zip(staged, whole):
+            assert have.shape == (2, frame_count(len(references[0]), window, hop))
+            np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
+    assert bsseval._statistics_program._cache_size() == statistics + 2
+    assert bsseval._filters_program._cache_size() == solves + 1

@@ -84,17 +84,15 @@ def _lagged_correlations(x: jax.Array, y: jax.Array, max_lag: int) -> jax.Array:
     return jnp.fft.irfft(spectrum, n=n_fft, axis=-1)[..., :max_lag]
 
 
-def _distortion_filters(
-    ref_rows: jax.Array, est_rows: jax.Array, n_src: int, filter_len: int
+def _gram_statistics(
+    ref_rows: jax.Array, est_rows: jax.Array, filter_len: int
 ) -> tuple[jax.Array, jax.Array]:
-    """Least-squares filters projecting each estimate on delayed references (whole signals).
+    """The normal equations of the distortion filters, from `[S * C, T]` channel rows.
 
-    Takes `[S * C, T]` channel rows. Returns `all_filters [S_ref, C_in, L, S_est, C_out]`
-    (projection on every reference: museval's `C`) and `own_filters [S, C_in, L, C_out]` (on the
-    estimate's own reference: museval's `Cj`).
+    Returns `lag_blocks [2L - 1, P, P]` (the block-Toeplitz Gram's blocks, lag k at k + L - 1)
+    and `cross [L, P, E]`. Their shapes do not depend on the signal length.
     """
     n_rows = ref_rows.shape[0]
-    n_chan = n_rows // n_src
     lags = filter_len
     rho = _lagged_correlations(ref_rows, jnp.concatenate([ref_rows, est_rows]), lags)
     # Gram[(a, p), (b, q)] = <x_p delayed by a, x_q delayed by b> = lag_blocks[a - b][p, q];
@@ -103,6 +101,20 @@ def _distortion_filters(
     negative = jnp.swapaxes(positive[:0:-1], 1, 2)  # rho_pq[-k] = rho_qp[k]: lags 1 - L .. -1
     lag_blocks = jnp.concatenate([negative, positive])  # [2L - 1, P, P], lag k at k + L - 1
     cross = jnp.moveaxis(rho[:, n_rows:], -1, 0)  # [L, P, E]
+    return lag_blocks, cross
+
+
+def _distortion_filters(
+    lag_blocks: jax.Array, cross: jax.Array, n_src: int
+) -> tuple[jax.Array, jax.Array]:
+    """Least-squares filters projecting each estimate on delayed references (whole signals).
+
+    Takes `_gram_statistics`. Returns `all_filters [S_ref, C_in, L, S_est, C_out]` (projection
+    on every reference: museval's `C`) and `own_filters [S, C_in, L, C_out]` (on the estimate's
+    own reference: museval's `Cj`).
+    """
+    lags, n_rows, _ = cross.shape
+    n_chan = n_rows // n_src
     all_filters = _solve_gram(lag_blocks[None], cross[None])[0]  # [L, P, E]
     all_filters = all_filters.reshape(lags, n_src, n_chan, n_src, n_chan)
     all_filters = jnp.moveaxis(all_filters, 0, 2)
@@ -242,36 +254,32 @@ def _any_source_silent(rows: jax.Array, n_src: int) -> jax.Array:
     return jnp.any(jnp.all(channel_sum == 0, axis=-1))
 
 
-@functools.partial(jax.jit, static_argnames=("window", "hop", "filter_len"))
-def bss_eval_v4_traced(
-    references: jax.Array,
-    estimates: jax.Array,
+def _channel_rows(signals: jax.Array) -> jax.Array:
+    """`[S, T, C]` -> `[S * C, T]`: every FFT below then runs over the minor axis."""
+    n_src, length, n_chan = signals.shape
+    return jnp.moveaxis(signals, 2, 1).reshape(n_src * n_chan, length)
+
+
+def _frame_scores(
+    ref_rows: jax.Array,
+    est_rows: jax.Array,
+    all_filters: jax.Array,
+    own_filters: jax.Array,
     *,
     window: int,
     hop: int,
-    filter_len: int = 512,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """BSSEval v4 `(sdr, isr, sir, sar)`, each `[S, frames]`, in the dtype of the inputs.
-
-    Traceable core of `bss_eval_v4` (jit, vmap over songs of equal length). Matching museval
-    needs float64: call it under `jax.enable_x64(True)` with float64 arrays; float32 inputs give
-    a float32 Gram solve, which is not accurate for real music.
-    """
-    n_src, length, n_chan = references.shape
+    """`(sdr, isr, sir, sar)`, each `[S, frames]`, of `[S * C, T]` rows and the filters."""
+    n_src, n_chan, filter_len = own_filters.shape[:3]
+    n_rows, length = ref_rows.shape
     frame_len = min(window, length)
     n_frames = frame_count(length, window, hop)
     # long enough that projections (frame convolved with a filter) do not wrap around
     n_fft = scipy.fft.next_fast_len(frame_len + filter_len - 1, real=True)
-
-    # channel rows [S * C, T]: every FFT below then runs over the minor axis
-    n_rows = n_src * n_chan
-    ref_rows = jnp.moveaxis(references, 2, 1).reshape(n_rows, length)
-    est_rows = jnp.moveaxis(estimates, 2, 1).reshape(n_rows, length)
-    all_filters, own_filters = _distortion_filters(ref_rows, est_rows, n_src, filter_len)
     all_taps = jnp.moveaxis(all_filters.reshape(n_rows, filter_len, n_rows), 1, 2)
     all_spec = jnp.fft.rfft(all_taps, n=n_fft, axis=-1)  # [reference ch, estimate ch, F]
     own_spec = jnp.fft.rfft(jnp.moveaxis(own_filters, 2, 3), n=n_fft, axis=-1)  # [S, Ci, Co, F]
-    weights = _parseval_weights(n_fft, references.dtype)
+    weights = _parseval_weights(n_fft, ref_rows.dtype)
 
     def energy(spectrum):
         """Energy per source of `[S * C, F]` spectra (Parseval: no inverse FFT needed)."""
@@ -301,6 +309,46 @@ def bss_eval_v4_traced(
     return sdr, isr, sir, sar
 
 
+@functools.partial(jax.jit, static_argnames=("window", "hop", "filter_len"))
+def bss_eval_v4_traced(
+    references: jax.Array,
+    estimates: jax.Array,
+    *,
+    window: int,
+    hop: int,
+    filter_len: int = 512,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """BSSEval v4 `(sdr, isr, sir, sar)`, each `[S, frames]`, in the dtype of the inputs.
+
+    Traceable core of `bss_eval_v4` (jit, vmap over songs of equal length). Matching museval
+    needs float64: call it under `jax.enable_x64(True)` with float64 arrays; float32 inputs give
+    a float32 Gram solve, which is not accurate for real music.
+    """
+    ref_rows, est_rows = _channel_rows(references), _channel_rows(estimates)
+    lag_blocks, cross = _gram_statistics(ref_rows, est_rows, filter_len)
+    all_filters, own_filters = _distortion_filters(lag_blocks, cross, references.shape[0])
+    return _frame_scores(ref_rows, est_rows, all_filters, own_filters, window=window, hop=hop)
+
+
+# The host entry point runs the three stages as separate programs: only the first and the last
+# depend on the signal length, and they compile in ~0.3 s; the filter solve (Levinson plus the
+# dense fallbacks, ~4 s to compile) then compiles once for all the tracks of a dataset, not once
+# per track length (a MUSDB split has as many lengths as tracks).
+_statistics_program = jax.jit(
+    lambda refs, ests, filter_len: _gram_statistics(
+        _channel_rows(refs), _channel_rows(ests), filter_len
+    ),
+    static_argnums=2,
+)
+_filters_program = jax.jit(_distortion_filters, static_argnums=2)
+_frames_program = jax.jit(
+    lambda refs, ests, all_filters, own_filters, window, hop: _frame_scores(
+        _channel_rows(refs), _channel_rows(ests), all_filters, own_filters, window=window, hop=hop
+    ),
+    static_argnums=(4, 5),
+)
+
+
 def bss_eval_v4(
     references: np.ndarray | jax.Array,
     estimates: np.ndarray | jax.Array,
@@ -313,12 +361,15 @@ def bss_eval_v4(
 
     `window` and `hop` are in samples. Returns float64 `(sdr, isr, sir, sar)`, each
     `[S, frames]`, NaN in frames where any reference or estimate source is silent. Runs the
-    jitted `bss_eval_v4_traced` with x64 enabled locally, since the Gram solve needs float64.
+    stages of `bss_eval_v4_traced` (three programs) with x64 enabled locally, since the Gram
+    solve needs float64.
     """
     window, hop, filter_len = int(window), int(hop), int(filter_len)
     with jax.enable_x64(True):
         # device_put: half the host cost of jnp.asarray for these 10-100 MB arrays
         refs = jax.device_put(np.asarray(references, np.float64))
         ests = jax.device_put(np.asarray(estimates, np.float64))
-        result = bss_eval_v4_traced(refs, ests, window=window, hop=hop, filter_len=filter_len)
+        lag_blocks, cross = _statistics_program(refs, ests, filter_len)
+        all_filters, own_filters = _filters_program(lag_blocks, cross, refs.shape[0])
+        result = _frames_program(refs, ests, all_filters, own_filters, window, hop)
         return tuple(np.asarray(r) for r in result)
