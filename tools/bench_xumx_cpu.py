@@ -1,8 +1,9 @@
 """X-UMX at its full size on this machine: one training step (batch 1 x 6 s, MSE + Adam) and the
 separation real-time factor of a 30 s stereo track through `jaxsep.Separator` (one Wiener EM
-iteration). Random weights: only the time is measured. Prints one JSON line.
+iteration). Random weights: only the time is measured. Prints one JSON record (with the device,
+versions, git revision, command and load average); `-o FILE` also appends it to FILE.
 
-    python tools/bench_xumx_cpu.py [--seconds 30] [--reps 3] [--batch-size 2]
+    python tools/bench_xumx_cpu.py [--seconds 30] [--reps 3] [--batch-size 2] [-o FILE]
 
 On a GPU (`tools/gpu_session.sh`), `--seconds 180` is issue 6's 3-minute-track RTF target.
 """
@@ -10,18 +11,26 @@ On a GPU (`tools/gpu_session.sh`), `--seconds 180` is issue 6's 3-minute-track R
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import os
+import shlex
+import sys
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+from jaxsep import host_memory
 
-from jaxsep.modeldir import Model
-from jaxsep.models.xumx import XUMX
-from jaxsep.separate import Separator
+host_memory.retain_freed_memory()  # before JAX starts, as the jaxsep command line does
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from jaxsep.bench import harness  # noqa: E402
+from jaxsep.modeldir import Model  # noqa: E402
+from jaxsep.models.xumx import XUMX  # noqa: E402
+from jaxsep.separate import Separator  # noqa: E402
 
 
 def _median_time(fn, reps: int) -> float:
@@ -38,7 +47,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2, help="segments per separator call")
+    parser.add_argument("-o", "--out", type=Path, help="append the JSON record to this file")
     args = parser.parse_args()
+    load_start = harness.load_average()
     rate = 44100
     module = XUMX()
     rng = np.random.default_rng(0)
@@ -83,22 +94,27 @@ def main() -> None:
     track = rng.standard_normal((int(args.seconds * rate), 2)).astype(np.float32) * 0.1
     separator(track[: 8 * rate], rate)  # compile once
     separate_s = _median_time(lambda: np.asarray(separator(track, rate)["vocals"]), args.reps)
-    print(
-        json.dumps(
-            {
-                "bench": "xumx_cpu_full_size",
-                "train_step_s_batch1x6s": round(train_s, 3),
-                "train_compile_s": round(compile_s, 1),
-                "separate_s": round(separate_s, 3),
-                "track_seconds": args.seconds,
-                "rtf": round(separate_s / args.seconds, 4),
-                "separator_batch_size": args.batch_size,
-                "device": str(jax.devices()[0]),
-                "jax": jax.__version__,
-                "load_avg": os.getloadavg(),
-            }
-        )
-    )
+    device = jax.devices()[0]
+    record = {
+        "bench": "xumx_cpu_full_size",
+        "train_step_s_batch1x6s": round(train_s, 3),
+        "train_compile_s": round(compile_s, 1),
+        "separate_s": round(separate_s, 3),
+        "track_seconds": args.seconds,
+        "rtf": round(separate_s / args.seconds, 4),
+        "separator_batch_size": args.batch_size,
+        "device": harness.cpu_model_name() if device.platform == "cpu" else device.device_kind,
+        "platform": device.platform,
+        "jax": jax.__version__,
+        "load_start": load_start,
+        "load_end": harness.load_average(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "git_revision": harness.git_revision(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(record))
+    if args.out:
+        harness.write_jsonl([record], args.out)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ log="$OUT/$stage.log"
       ;;
     extras)
       if [ "$SIZE" = paper ]; then
-        "$PY" tools/bench_xumx_cpu.py --seconds 180 --reps 5 --batch-size 8 | tee "$OUT/rtf.json"
+        "$PY" tools/bench_xumx_cpu.py --seconds 180 --reps 5 --batch-size 8 -o "$OUT/rtf.jsonl"
       fi
       nproc
       bench pipeline --size "$SIZE" -o "$OUT/pipeline.jsonl"
