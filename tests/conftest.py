@@ -1,8 +1,11 @@
-"""Test setup: 8 host CPU devices before jax is imported, shared fixtures paths, a loader for
-the scripts under tools/."""
+"""Test setup: 8 host CPU devices before jax is imported, shared fixtures paths, a loader and a
+runner for the scripts under tools/."""
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -34,3 +37,24 @@ def load_tool():
         return module
 
     return load
+
+
+@pytest.fixture
+def run_record_tool(tmp_path):
+    """`run_record_tool(name, *args)`: run `tools/<name>.py args -o FILE` in a fresh process, on
+    one CPU device as a user runs it (not the tests' 8), and return the one JSON record it
+    appended to FILE (checked equal to the one it printed)."""
+
+    def run(name: str, *args: str) -> dict:
+        out = tmp_path / "records" / f"{name}.jsonl"
+        command = [sys.executable, str(REPO / "tools" / f"{name}.py"), *args, "-o", str(out)]
+        env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+        result = subprocess.run(
+            command, capture_output=True, text=True, check=False, cwd=REPO, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+        assert record == json.loads(result.stdout.strip().splitlines()[-1])
+        return record
+
+    return run

@@ -316,16 +316,10 @@ def test_pipeline_reads_train_rates_from_the_device_results_folder(tmp_path, mon
     assert all(r["train_examples_per_s"] == {} for r in records if r["pipeline"] == "xumx")
 
 
-def test_full_size_xumx_tool_records_train_step_and_separation_rtf(tmp_path):
+def test_full_size_xumx_tool_records_train_step_and_separation_rtf(run_record_tool):
     """tools/bench_xumx_cpu.py (the GPU session's 3-minute-track RTF) runs and records."""
-    out = tmp_path / "rtf.jsonl"
-    command = [sys.executable, "tools/bench_xumx_cpu.py", "--seconds", "7", "--reps", "1"]
-    result = subprocess.run(
-        [*command, "--batch-size", "1", "-o", str(out)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert record == json.loads(result.stdout.strip().splitlines()[-1])
+    args = ("--seconds", "7", "--reps", "1", "--batch-size", "1")
+    record = run_record_tool("bench_xumx_cpu", *args)
     assert record["track_seconds"] == 7.0 and record["separator_batch_size"] == 1
     assert record["rtf"] == pytest.approx(record["separate_s"] / 7.0, abs=1e-4)
     assert record["train_step_s_batch1x6s"] > 0 and record["platform"] == "cpu"

@@ -121,27 +121,19 @@ def test_traced_core_jits_and_vmaps_over_songs_in_float64():
             np.testing.assert_allclose(np.asarray(have[song]), each, rtol=0, atol=1e-9)
 
 
-def test_speed_tool_writes_a_record_the_table_renders(tmp_path):
+def test_speed_tool_writes_a_record_the_table_renders(run_record_tool, tmp_path):
     """tools/bench_bsseval.py at a tiny size: both sides agree and the record says what ran."""
-    import json
-    import subprocess
-    import sys
-
     from jaxsep.bench.table import read_records, render_table
 
-    out = tmp_path / "cpu" / "bsseval.jsonl"
-    command = [sys.executable, "tools/bench_bsseval.py", "--seconds", "2.5", "--sources", "2"]
-    result = subprocess.run(
-        [*command, "--repeats", "1", "-o", str(out)], capture_output=True, text=True, check=False
+    record = run_record_tool(
+        "bench_bsseval", "--seconds", "2.5", "--sources", "2", "--repeats", "1"
     )
-    assert result.returncode == 0, result.stderr
-    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert record == json.loads(result.stdout.strip().splitlines()[-1])
     assert record["signals"].startswith("2.5 s x 2 stereo sources")
     assert record["max_abs_diff_db"] < TOLERANCE_DB
     assert record["jax_version"] == jax.__version__ and record["git_revision"]
     assert "--sources 2" in record["command"] and len(record["load_start"]) == 3
-    assert f"| {record['signals']} | {record['device']}" in render_table(read_records([tmp_path]))
+    table = render_table(read_records([tmp_path / "records"]))
+    assert f"| {record['signals']} | {record['device']}" in table
 
 
 def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
@@ -157,16 +149,16 @@ def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
         references = coloured_noise(rng, 2, seconds)
         estimates = references + 0.3 * rng.standard_normal(references.shape)
         staged = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=filter_len)
-        with jax.enable_x64(True):
-            whole = bss_eval_v4_traced(
-                jnp.asarray(references),
-                jnp.asarray(estimates),
-                window=window,
-                hop=hop,
-                filter_len=filter_len,
-            )
-        for have, want in zip(staged, whole):
-            assert have.shape == (2, frame_count(len(references[0]), window, hop))
-            np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
+        assert staged[0].shape == (2, frame_count(len(references[0]), window, hop))
     assert bsseval._statistics_program._cache_size() == statistics + 2
     assert bsseval._filters_program._cache_size() == solves + 1
+    with jax.enable_x64(True):  # the three programs compute the one-program function
+        whole = bss_eval_v4_traced(
+            jnp.asarray(references),
+            jnp.asarray(estimates),
+            window=window,
+            hop=hop,
+            filter_len=filter_len,
+        )
+    for have, want in zip(staged, whole, strict=True):
+        np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)

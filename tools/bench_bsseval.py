@@ -14,12 +14,8 @@ loaded machine), and what ran where (device, versions, git revision, command, lo
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -95,16 +91,10 @@ def main() -> None:
         "museval_cpu_s": round(statistics.median(run[2] for run in museval_runs), 3),
         "jax_cpu_s": round(statistics.median(run[2] for run in runs), 3),
         "load_start": load_start,
-        "load_end": harness.load_average(),
         "jax_version": jax.__version__,
         "museval_version": _version("museval"),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "git_revision": harness.git_revision(),
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    print(json.dumps(record))
-    if args.out:
-        harness.write_jsonl([record], args.out)
+    harness.finish_tool_record(record, args.out)
 
 
 def _version(package: str) -> str:

@@ -11,10 +11,6 @@ On a GPU (`tools/gpu_session.sh`), `--seconds 180` is issue 6's 3-minute-track R
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -107,14 +103,8 @@ def main() -> None:
         "platform": device.platform,
         "jax": jax.__version__,
         "load_start": load_start,
-        "load_end": harness.load_average(),
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
-        "git_revision": harness.git_revision(),
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    print(json.dumps(record))
-    if args.out:
-        harness.write_jsonl([record], args.out)
+    harness.finish_tool_record(record, args.out)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,25 @@ def load_average() -> list[float]:
         return []
 
 
+def finish_tool_record(record: dict, out: Path | None) -> dict:
+    """Complete a `tools/` benchmark's record with where and when it ran (load average at the
+    end, command line, git revision, time), print it as one JSON line and append it to `out`."""
+    import datetime
+    import shlex
+    import sys
+
+    record = record | {
+        "load_end": load_average(),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "git_revision": git_revision(),
+        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    print(json.dumps(record))
+    if out is not None:
+        write_jsonl([record], out)
+    return record
+
+
 def write_jsonl(records: list[dict], path: Path) -> None:
     """Append `records` to `path` as JSON lines (creating its folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
