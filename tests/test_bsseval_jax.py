@@ -91,6 +91,23 @@ def test_singular_gram_of_a_pure_tone_falls_back_to_museval_dense_solve():
         np.testing.assert_allclose(have, want, rtol=0, atol=1e-3, err_msg=name)
 
 
+@pytest.mark.parametrize("length", [10, 57, 284, 285, 286, 1000])
+def test_block_correlations_equal_direct_sums_at_every_step_boundary(length):
+    """max_lag 8: 57-sample blocks, 4 per loop step (228 samples), the tail zero-padded."""
+    from jaxsep.evaluate.bsseval import _lagged_correlations
+
+    rng = np.random.default_rng(length)
+    refs, ests = rng.standard_normal((2, 3, length, 2))
+    with jax.enable_x64(True):
+        rho = np.asarray(_lagged_correlations(jnp.asarray(refs), jnp.asarray(ests), 8))
+    x = np.moveaxis(refs, 2, 1).reshape(6, length)
+    y = np.concatenate([x, np.moveaxis(ests, 2, 1).reshape(6, length)])
+    direct = np.zeros((6, 12, 8))
+    for k in range(8):
+        direct[..., k] = x[:, : length - k] @ y[:, k:].T if k < length else 0.0
+    np.testing.assert_allclose(rho, direct, rtol=0, atol=1e-12 * np.abs(direct).max())
+
+
 @pytest.mark.parametrize(
     ("length", "window", "hop"),
     [(100, 30, 30), (100, 30, 7), (100, 100, 10), (100, 150, 50), (101, 20, 20), (99, 20, 20)],

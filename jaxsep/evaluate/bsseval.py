@@ -44,57 +44,84 @@ def frame_count(length: int, window: int, hop: int) -> int:
     return 1
 
 
-def _lagged_correlations(x: jax.Array, y: jax.Array, max_lag: int) -> jax.Array:
-    """`rho[p, q, k] = sum_n x[p, n] * y[q, n + k]` for `0 <= k < max_lag`.
+def _channel_rows(signals: jax.Array) -> jax.Array:
+    """`[S, n, C]` -> `[S * C, n]` (source-major rows): every FFT then runs over the minor axis.
+    Applied to one block or frame at a time, never to whole signals (a full-length copy)."""
+    n_src, length, n_chan = signals.shape
+    return jnp.moveaxis(signals, 2, 1).reshape(n_src * n_chan, length)
+
+
+def _lagged_correlations(refs: jax.Array, ests: jax.Array, max_lag: int) -> jax.Array:
+    """`rho[p, q, k] = sum_n x[p, n] * y[q, n + k]` for `0 <= k < max_lag`, where `x` are the
+    channel rows of `refs [S, T, C]` and `y` those of `refs` followed by those of `ests`.
 
     Blocks of `x` are correlated with slightly longer, overlapping segments of `y` and the
     cross-spectra summed over blocks, which is exact (no circular wrap) and costs O(T) instead of
     one full-length inverse FFT per channel pair. Only non-negative lags: the Gram's negative
-    lags follow by symmetry (`_distortion_filters`), so each segment overlaps the next block by
-    `max_lag - 1` samples instead of `2 max_lag - 2` (11% less work than both signs).
+    lags follow by symmetry (`_gram_statistics`), so each segment overlaps the next block by
+    `max_lag - 1` samples instead of `2 max_lag - 2` (11% less work than both signs). Each step
+    slices its blocks out of the signals and makes its channel rows there; only the last steps
+    read a zero-padded copy of the signals' tail. No full-length copy: a 4-minute 4-source song
+    is 0.7 GB per float64 array.
     """
-    length = x.shape[-1]
+    n_refs, length, n_chan = refs.shape
+    n_rows = n_refs * n_chan
     span = max_lag - 1
     n_fft = int(2 ** np.ceil(np.log2(max(8 * max_lag, 64))))
     block = n_fft - span
-    n_blocks = -(-length // block)
-    n_steps = -(-n_blocks // CORRELATION_BLOCKS_PER_STEP)
-    padded_blocks = n_steps * CORRELATION_BLOCKS_PER_STEP
-    x_pad = jnp.pad(x, ((0, 0), (0, padded_blocks * block - length)))
-    # one spare block at the end so every segment can take `span` samples of the next block
-    y_pad = jnp.pad(y, ((0, 0), (0, (padded_blocks + 1) * block - length)))
-    x_blocks = x_pad.reshape(x.shape[0], n_steps, CORRELATION_BLOCKS_PER_STEP, block)
-    y_blocks = y_pad.reshape(y.shape[0], padded_blocks + 1, block)
+    step_len = CORRELATION_BLOCKS_PER_STEP * block
+    n_steps = -(-length // step_len)
+    # a step reads its blocks and the next block (segments take `span` samples of it): the first
+    # `inside` steps find those inside the signals, the others in a zero-padded tail
+    inside = min(max((length - block) // step_len, 0), n_steps)
+    tail_start = inside * step_len
+    padding = ((0, 0), (0, (n_steps - inside) * step_len + block - (length - tail_start)), (0, 0))
+    tail_refs, tail_ests = (jnp.pad(s[:, tail_start:], padding) for s in (refs, ests))
 
-    def accumulate(spectrum, step):
-        x_step = x_blocks[:, step]  # [P, blocks, block]
-        first = step * CORRELATION_BLOCKS_PER_STEP
-        heads = jax.lax.dynamic_slice_in_dim(y_blocks, first, CORRELATION_BLOCKS_PER_STEP, 1)
-        tails = jax.lax.dynamic_slice_in_dim(y_blocks, first + 1, CORRELATION_BLOCKS_PER_STEP, 1)
+    def step_spectrum(step_refs, step_ests, start):
+        """sum over this step's blocks of conj(X) Y, [P, Q, F]."""
+        chunk = jnp.concatenate(
+            [
+                jax.lax.dynamic_slice_in_dim(s, start, step_len + block, axis=1)
+                for s in (step_refs, step_ests)
+            ]
+        )
+        chunk = _channel_rows(chunk)  # [2P, step_len + block]
+        x_step = chunk[:n_rows, :step_len].reshape(n_rows, -1, block)  # [P, blocks, block]
+        heads = chunk[:, :step_len].reshape(2 * n_rows, -1, block)
+        tails = chunk[:, block:].reshape(2 * n_rows, -1, block)
         y_step = jnp.concatenate([heads, tails[..., :span]], axis=-1)  # [Q, blocks, block+span]
         x_spec = jnp.fft.rfft(x_step, n=n_fft, axis=-1)
         y_spec = jnp.fft.rfft(y_step, n=n_fft, axis=-1)
         # broadcast-and-sum: XLA:CPU fuses it, ~2x faster than the equivalent einsum
         products = jnp.conj(x_spec)[:, None] * y_spec[None]  # [P, Q, blocks, F]
-        return spectrum + jnp.sum(products, axis=2), None
+        return jnp.sum(products, axis=2)
 
-    dtype = jnp.result_type(x.dtype, jnp.complex64)
-    zero = jnp.zeros((x.shape[0], y.shape[0], n_fft // 2 + 1), dtype)
-    spectrum, _ = jax.lax.scan(accumulate, zero, jnp.arange(n_steps))
+    def accumulate(signals):
+        return lambda spectrum, start: (spectrum + step_spectrum(*signals, start), None)
+
+    dtype = jnp.result_type(refs.dtype, jnp.complex64)
+    spectrum = jnp.zeros((n_rows, 2 * n_rows, n_fft // 2 + 1), dtype)
+    if inside:  # (a scan of no steps would still trace slices larger than short signals)
+        starts = jnp.arange(inside) * step_len
+        spectrum, _ = jax.lax.scan(accumulate((refs, ests)), spectrum, starts)
+    tail_starts = jnp.arange(n_steps - inside) * step_len
+    spectrum, _ = jax.lax.scan(accumulate((tail_refs, tail_ests)), spectrum, tail_starts)
     return jnp.fft.irfft(spectrum, n=n_fft, axis=-1)[..., :max_lag]
 
 
 def _gram_statistics(
-    ref_rows: jax.Array, est_rows: jax.Array, filter_len: int
+    refs: jax.Array, ests: jax.Array, filter_len: int
 ) -> tuple[jax.Array, jax.Array]:
-    """The normal equations of the distortion filters, from `[S * C, T]` channel rows.
+    """The normal equations of the distortion filters, from `[S, T, C]` signals.
 
     Returns `lag_blocks [2L - 1, P, P]` (the block-Toeplitz Gram's blocks, lag k at k + L - 1)
-    and `cross [L, P, E]`. Their shapes do not depend on the signal length.
+    and `cross [L, P, E]` over channel rows (P = E = S * C). Their shapes do not depend on the
+    signal length.
     """
-    n_rows = ref_rows.shape[0]
+    n_rows = refs.shape[0] * refs.shape[2]
     lags = filter_len
-    rho = _lagged_correlations(ref_rows, jnp.concatenate([ref_rows, est_rows]), lags)
+    rho = _lagged_correlations(refs, ests, lags)
     # Gram[(a, p), (b, q)] = <x_p delayed by a, x_q delayed by b> = lag_blocks[a - b][p, q];
     # cross[a, p, e] = <x_p delayed by a, estimate channel e> = rho_pe[a]
     positive = jnp.moveaxis(rho[:, :n_rows], -1, 0)  # [L, P, P]: lags 0 .. L - 1
@@ -254,24 +281,18 @@ def _any_source_silent(rows: jax.Array, n_src: int) -> jax.Array:
     return jnp.any(jnp.all(channel_sum == 0, axis=-1))
 
 
-def _channel_rows(signals: jax.Array) -> jax.Array:
-    """`[S, T, C]` -> `[S * C, T]`: every FFT below then runs over the minor axis."""
-    n_src, length, n_chan = signals.shape
-    return jnp.moveaxis(signals, 2, 1).reshape(n_src * n_chan, length)
-
-
 def _frame_scores(
-    ref_rows: jax.Array,
-    est_rows: jax.Array,
+    refs: jax.Array,
+    ests: jax.Array,
     all_filters: jax.Array,
     own_filters: jax.Array,
     *,
     window: int,
     hop: int,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """`(sdr, isr, sir, sar)`, each `[S, frames]`, of `[S * C, T]` rows and the filters."""
+    """`(sdr, isr, sir, sar)`, each `[S, frames]`, of `[S, T, C]` signals and the filters."""
     n_src, n_chan, filter_len = own_filters.shape[:3]
-    n_rows, length = ref_rows.shape
+    n_rows, length = n_src * n_chan, refs.shape[1]
     frame_len = min(window, length)
     n_frames = frame_count(length, window, hop)
     # long enough that projections (frame convolved with a filter) do not wrap around
@@ -279,7 +300,7 @@ def _frame_scores(
     all_taps = jnp.moveaxis(all_filters.reshape(n_rows, filter_len, n_rows), 1, 2)
     all_spec = jnp.fft.rfft(all_taps, n=n_fft, axis=-1)  # [reference ch, estimate ch, F]
     own_spec = jnp.fft.rfft(jnp.moveaxis(own_filters, 2, 3), n=n_fft, axis=-1)  # [S, Ci, Co, F]
-    weights = _parseval_weights(n_fft, ref_rows.dtype)
+    weights = _parseval_weights(n_fft, refs.dtype)
 
     def energy(spectrum):
         """Energy per source of `[S * C, F]` spectra (Parseval: no inverse FFT needed)."""
@@ -287,8 +308,8 @@ def _frame_scores(
         return per_row.reshape(n_src, n_chan).sum(-1)
 
     def scores(start):
-        ref = jax.lax.dynamic_slice_in_dim(ref_rows, start, frame_len, axis=1)
-        est = jax.lax.dynamic_slice_in_dim(est_rows, start, frame_len, axis=1)
+        ref = _channel_rows(jax.lax.dynamic_slice_in_dim(refs, start, frame_len, axis=1))
+        est = _channel_rows(jax.lax.dynamic_slice_in_dim(ests, start, frame_len, axis=1))
         ref_spec = jnp.fft.rfft(ref, n=n_fft, axis=-1)  # [S * C, F]
         est_spec = jnp.fft.rfft(est, n=n_fft, axis=-1)
         proj_all = jnp.sum(ref_spec[:, None] * all_spec, axis=0)
@@ -324,29 +345,18 @@ def bss_eval_v4_traced(
     needs float64: call it under `jax.enable_x64(True)` with float64 arrays; float32 inputs give
     a float32 Gram solve, which is not accurate for real music.
     """
-    ref_rows, est_rows = _channel_rows(references), _channel_rows(estimates)
-    lag_blocks, cross = _gram_statistics(ref_rows, est_rows, filter_len)
+    lag_blocks, cross = _gram_statistics(references, estimates, filter_len)
     all_filters, own_filters = _distortion_filters(lag_blocks, cross, references.shape[0])
-    return _frame_scores(ref_rows, est_rows, all_filters, own_filters, window=window, hop=hop)
+    return _frame_scores(references, estimates, all_filters, own_filters, window=window, hop=hop)
 
 
 # The host entry point runs the three stages as separate programs: only the first and the last
 # depend on the signal length, and they compile in ~0.3 s; the filter solve (Levinson plus the
 # dense fallbacks, ~4 s to compile) then compiles once for all the tracks of a dataset, not once
 # per track length (a MUSDB split has as many lengths as tracks).
-_statistics_program = jax.jit(
-    lambda refs, ests, filter_len: _gram_statistics(
-        _channel_rows(refs), _channel_rows(ests), filter_len
-    ),
-    static_argnums=2,
-)
+_statistics_program = jax.jit(_gram_statistics, static_argnums=2)
 _filters_program = jax.jit(_distortion_filters, static_argnums=2)
-_frames_program = jax.jit(
-    lambda refs, ests, all_filters, own_filters, window, hop: _frame_scores(
-        _channel_rows(refs), _channel_rows(ests), all_filters, own_filters, window=window, hop=hop
-    ),
-    static_argnums=(4, 5),
-)
+_frames_program = jax.jit(_frame_scores, static_argnames=("window", "hop"))
 
 
 def bss_eval_v4(
@@ -371,5 +381,5 @@ def bss_eval_v4(
         ests = jax.device_put(np.asarray(estimates, np.float64))
         lag_blocks, cross = _statistics_program(refs, ests, filter_len)
         all_filters, own_filters = _filters_program(lag_blocks, cross, refs.shape[0])
-        result = _frames_program(refs, ests, all_filters, own_filters, window, hop)
+        result = _frames_program(refs, ests, all_filters, own_filters, window=window, hop=hop)
         return tuple(np.asarray(r) for r in result)
