@@ -28,7 +28,7 @@ from jaxsep.modeldir import load
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 SPLITS = {"test": ("test", None), "train": ("train", "train"), "valid": ("train", "valid")}
 WINDOW_SECONDS = 1.0
-# jax: jaxsep.evaluate.bsseval, museval's scores to ~1e-12 dB and ~27x faster on 2 CPU cores
+# jax: jaxsep.evaluate.bsseval, museval's scores to ~1e-12 dB and ~30x faster on 2 CPU cores
 # (benchmarks/README.md); museval: the reference package itself
 BSSEVAL_BACKENDS = ("jax", "museval")
 
