@@ -123,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="CPU threads (1 = pinned single thread)"
     )
     p.add_argument(
-        "--jax-lstm", default=None, help="JAX LSTM backends, e.g. scan,cudnn (default: all usable)"
+        "--jax-variants",
+        "--jax-lstm",
+        dest="jax_variants",
+        default=None,
+        help="JAX variants: LSTM backends scan,cudnn; VQ-VAE xla,remat (default: every usable "
+        "LSTM backend; VQ-VAE remat on GPUs only)",
     )
     p.add_argument(
         "--torch-variants",
@@ -244,7 +249,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> in
             reps=args.steps,
             warmup=args.warmup,
             threads=args.threads,
-            jax_variants=split(args.jax_lstm),
+            jax_variants=split(args.jax_variants),
             torch_variants=split(args.torch_variants),
             precision=args.precision,
             out=args.out,

@@ -230,6 +230,25 @@ def test_bf16_runs_only_the_lstm_backends_that_compute_in_bf16(monkeypatch):
     assert {r["jax_variant"] for r in records} == {"scan"}
 
 
+def test_vqvae_remat_variant_runs_on_request_and_computes_the_same_step():
+    """`--jax-variants remat`: residual stacks under jax.checkpoint (by default on GPUs only)."""
+    case = build_case("vqvae", "tiny")
+    assert case.jax_variants == ("xla",) and case.on_request_jax_variants == ("remat",)
+    params = case.variables["params"]
+    state = {"codebook": case.variables["codebook"]}
+    args = (params, state, case.inputs, case.target, jax.random.key(0))
+    losses = {}
+    for variant in ("xla", "remat"):
+        _, loss = case.jax_program(variant, "float32")
+        grad = jax.grad(lambda p, *rest, loss=loss: loss(p, *rest)[0])
+        assert ("remat" in str(jax.make_jaxpr(grad)(*args))) == (variant == "remat")
+        losses[variant] = float(loss(*args)[0])
+    assert losses["remat"] == pytest.approx(losses["xla"], rel=1e-6)
+    records = bench_model("vqvae", size="tiny", reps=1, warmup=0, jax_variants=["remat"])
+    assert {r["jax_variant"] for r in records} == {"remat"}
+    assert all(r["parity_max_rel_err"] <= 1e-4 for r in records)
+
+
 def test_revision_is_dirty_for_code_edits_not_for_appended_results(tmp_path, monkeypatch):
     """Every bench run appends to benchmarks/results/, which must not mark the next record
     "+dirty"; an edit to the code must."""

@@ -84,7 +84,7 @@ class Case:
     inputs: np.ndarray
     target: Any
     variables: dict
-    jax_variants: tuple[str, ...]
+    jax_variants: tuple[str, ...]  # run by default
     jax_program: Callable[[str, str], tuple[Callable, Callable]]
     torch_module: torch.nn.Module
     torch_infer: Callable[[torch.nn.Module, torch.Tensor], Any]
@@ -93,6 +93,7 @@ class Case:
     from_torch: Callable[[Any], Any] = lambda y: y
     deterministic_train: bool = False  # no dropout: the first train loss must match too
     notes: str = ""
+    on_request_jax_variants: tuple[str, ...] = ()  # runnable, only when asked for by name
 
 
 def _settings(model: str, size: str, batch_size: int | None) -> dict[str, Any]:
@@ -306,8 +307,9 @@ def _vqvae_case(size: str, batch_size: int | None, seed: int) -> Case:
     variables["codebook"] = {"quantizers_0": jax.tree.map(np.asarray, state._asdict())}
 
     def program(variant: str, dtype: str):
-        del variant  # no LSTM
-        return _vqvae_program(VQVAE(dataclasses.replace(config, dtype=dtype)), config.commit)
+        # "remat": residual stacks rematerialised in the backward pass (jax.checkpoint)
+        model = VQVAE(dataclasses.replace(config, dtype=dtype, remat=variant == "remat"))
+        return _vqvae_program(model, config.commit)
 
     book = {k: torch.from_numpy(np.array(v)) for k, v in state._asdict().items()}
     twin = tm.TorchVQVAE(config, book)
@@ -329,7 +331,10 @@ def _vqvae_case(size: str, batch_size: int | None, seed: int) -> Case:
         inputs=wave,
         target=np.zeros((), np.float32),
         variables=variables,
-        jax_variants=("xla",),
+        # remat trades recomputation for activation memory on accelerators; XLA:CPU keeps the
+        # same temporaries with it (jaxsep/models/vqvae.py), so on a CPU only when asked for
+        jax_variants=("xla", "remat") if jax.default_backend() == "gpu" else ("xla",),
+        on_request_jax_variants=() if jax.default_backend() == "gpu" else ("remat",),
         jax_program=program,
         torch_module=twin,
         torch_infer=lambda m, x: m(x)[0],

@@ -265,11 +265,13 @@ def bench_model(
 
     kind, jax_device, torch_device, name = _devices(device)
     case = build_case(model, size, batch_size)
-    usable = [v for v in case.jax_variants if precision != "bf16" or v != "cudnn"]
+    runnable = case.jax_variants + case.on_request_jax_variants
     # cuDNN's LSTM (jax.experimental.rnn) is float32 only; bf16 runs the scan backend
-    variants = [v for v in usable if jax_variants is None or v in jax_variants]
-    if not variants:  # e.g. --jax-lstm cudnn on CPU: fall back to what the device has
-        variants = usable
+    usable = [v for v in runnable if precision != "bf16" or v != "cudnn"]
+    default = [v for v in usable if v in case.jax_variants]
+    variants = default if jax_variants is None else [v for v in usable if v in jax_variants]
+    if not variants:  # e.g. --jax-variants cudnn on CPU: fall back to what the device has
+        variants = default
     if torch_variants is None:
         torch_variants = ("eager", "compile") if kind == "gpu" else ("eager",)
     load_start = harness.load_average()
