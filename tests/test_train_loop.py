@@ -219,6 +219,41 @@ def test_resume_continues_bit_identically(straight, tmp_path):
     assert_trees_equal(resumed["model_state"], reference["model_state"])
 
 
+def test_host_batches_are_moved_explicitly_and_the_step_transfers_nothing(
+    straight, tmp_path, monkeypatch
+):
+    """A custom iterator's numpy batches train like the pipeline's device arrays; inside the
+    step a host array is an error (the loop's transfer guard), not a silent per-step copy."""
+    from jaxsep.train import loop
+
+    _, reference, _ = straight
+
+    class NumpyBatches(RecordingIterator):
+        def __next__(self):
+            return jax.tree.map(np.asarray, next(self.inner))
+
+    config = make_config(NUM_STEPS, checkpoint_every=SAVE_EVERY)
+    state = loop.train(
+        config=config,
+        workdir=tmp_path / "numpy",
+        init_fn=init_fn,
+        loss_fn=loss_fn,
+        train_iter=NumpyBatches(make_iterator()),
+    )
+    assert_trees_equal(state["params"], reference["params"])
+
+    # hand the step host arrays: the loop's guard refuses the implicit transfer
+    monkeypatch.setattr(loop._DeviceBatches, "_global", lambda self, leaf: leaf)
+    with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
+        loop.train(
+            config=config,
+            workdir=tmp_path / "implicit",
+            init_fn=init_fn,
+            loss_fn=loss_fn,
+            train_iter=NumpyBatches(make_iterator()),
+        )
+
+
 def _checkpoint_steps(workdir: Path) -> list[int]:
     root = workdir / "checkpoints"
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []

@@ -114,6 +114,37 @@ def _progress(total: int, initial: int):
     return tqdm(total=total, initial=initial, disable=not show, dynamic_ncols=True)
 
 
+class _DeviceBatches:
+    """`train_iter`'s batches as global device arrays: jax.Array leaves pass through (the grain
+    pipeline makes them), host arrays (a custom iterator's) are transferred explicitly."""
+
+    def __init__(self, train_iter: Iterator, sharding: jax.sharding.Sharding):
+        self.train_iter, self.sharding = train_iter, sharding
+
+    def __next__(self) -> Any:
+        return jax.tree.map(self._global, next(self.train_iter))
+
+    def _global(self, leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array):
+            return leaf
+        return jax.make_array_from_process_local_data(self.sharding, np.asarray(leaf))
+
+
+class _LrScale:
+    """The step's learning-rate multiplier as a replicated device scalar, transferred only when
+    the plateau schedule changes it (not once per step)."""
+
+    def __init__(self, base_lr: float, sharding: jax.sharding.Sharding):
+        self.base_lr, self.sharding = base_lr, sharding
+        self.lr, self.value = None, None
+
+    def __call__(self, lr: float) -> jax.Array:
+        if lr != self.lr:
+            self.lr = lr
+            self.value = jax.device_put(np.float32(lr / self.base_lr), self.sharding)
+        return self.value
+
+
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, freeze=()):
     """`step(state, batch, lr_scale) -> (state, metrics)`; frozen leaves get no gradient work."""
 
@@ -225,6 +256,8 @@ def train(
         state = init(rng)
 
     step = int(jax.device_get(state["step"]))
+    batches = _DeviceBatches(train_iter, batch_sharding(mesh))
+    lr_scale = _LrScale(base_lr, replicated(mesh))
     log = _MetricsLog(workdir / "metrics.jsonl")
     bar = _progress(config.num_steps, step)
     start = last_time = time.perf_counter()
@@ -240,10 +273,12 @@ def train(
 
     try:
         while step < config.num_steps and not stop:
-            batch = next(train_iter)
+            batch = next(batches)
             examples += jax.tree.leaves(batch)[0].shape[0]
-            lr_scale = np.float32(plateau.lr / base_lr)
-            state, metrics = train_step(state, batch, lr_scale)
+            # every input is on the devices already: the step moves nothing from the host, and
+            # the guard makes a regression (an implicit transfer per step) an error, not a slowdown
+            with jax.transfer_guard("disallow"):
+                state, metrics = train_step(state, batch, lr_scale(plateau.lr))
             step += 1
             bar.update(1)
             last = step == config.num_steps
