@@ -10,7 +10,9 @@ thread: X-UMX 114 -> 110, ChimeraNet 196 -> 189, UMX unchanged). A program with 
 (VGGish, the VQ-VAE) gets LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT, one library call per dot: DOT (and
 XLA's default) fold VGGish's whole conv + dense network into one YNN call that runs 8x slower
 (0.40 s vs 0.05 s, two threads), while INDIVIDUAL_DOT matches XLA's kernels (VGGish 50 vs 48 ms,
-VQ-VAE 63 vs 65 ms). Training keeps XLA's defaults (the VGGish step is 1.9x faster with them).
+VQ-VAE 63 vs 65 ms). Training keeps XLA's defaults: the VGGish step is 1.9x faster with them,
+and DOT fusion slows the LSTM models' steps too (in-process A/B, `--size cpu`: ChimeraNet one
+thread 569 vs 586 ms, two threads 319 vs 345, batch 8 983 vs 1056; X-UMX two threads 215 vs 219).
 """
 
 from __future__ import annotations
