@@ -86,6 +86,11 @@ def test_evaluate_bad_inputs_exit_two(corpus, model_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "nowhere" in err and "\n" not in err
     assert not out.exists()
+    from jaxsep.errors import JaxsepError
+    from jaxsep.evaluate.report import evaluate_model
+
+    with pytest.raises(JaxsepError, match="--bsseval 'nope': use one of jax, museval"):
+        evaluate_model(model_dir, corpus, bsseval="nope")
 
 
 def test_jax_and_museval_scorers_write_the_same_scores(corpus, model_dir, tmp_path, monkeypatch):
