@@ -24,8 +24,8 @@
 #
 # Records go to $OUT (the device tool brings them back); copy them into
 # benchmarks/results/<device slug>/ and run tools/bench_table.py --readme benchmarks/README.md.
-# Locally, `DEVICE=cpu SIZE=tiny WHEELS=none PYTHON=.venv/bin/python OUT=/tmp/x
-# bash tools/gpu_session.sh fp32` runs the same flow
+# Locally, `DEVICE=cpu SIZE=tiny WHEELS=none TEST_PLATFORMS=cpu PYTHON=.venv/bin/python
+# OUT=/tmp/x bash tools/gpu_session.sh fp32` runs the same flow
 # on tiny models (a check of this script, not a measurement).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,8 +52,12 @@ log="$OUT/$stage.log"
   "$PY" -c 'import jax, torch; print("jax", jax.__version__, jax.devices(), "torch", torch.__version__)'
   case "$stage" in
     fp32)
-      "$PY" -m pytest -q -p no:cacheprovider tests/test_lstm.py tests/test_bench.py \
-        tests/test_bench_timing.py -k "not without_librosa" 2>&1 | tail -15
+      # on the GPU (the tests default to JAX_PLATFORMS=cpu): the cuDNN LSTM tests, and the bench
+      # harness with both frameworks on the device
+      JAX_PLATFORMS="${TEST_PLATFORMS:-cuda,cpu}" "$PY" -m pytest -q -p no:cacheprovider \
+        tests/test_lstm.py -m gpu 2>&1 | tail -5
+      JAX_PLATFORMS="${TEST_PLATFORMS:-cuda,cpu}" "$PY" -m pytest -q -p no:cacheprovider \
+        tests/test_bench.py tests/test_bench_timing.py -k "not without_librosa" 2>&1 | tail -15
       for m in xumx umx chimera vqvae vggish; do
         bench "$m" --device "$DEVICE" --size "$SIZE" --precision fp32 -o "$OUT/fp32.jsonl"
       done
