@@ -74,6 +74,18 @@ def test_each_model_runs_both_frameworks_and_records(model, tmp_path):
         assert train["parity_train_loss_rel_err"] <= 1e-4
 
 
+def test_donated_train_state_is_threaded_through_the_timed_steps(monkeypatch):
+    """As on an accelerator: the step donates its state, so every timed call must pass on the
+    state the previous one returned (a reused donated buffer is an error)."""
+    import jaxsep.bench.jax_side as jax_side
+
+    monkeypatch.setattr(jax_side, "donate_train_state", lambda platform: True)
+    records = bench_model("umx", size="tiny", reps=3, warmup=1, torch_variants=EAGER)
+    train = next(r for r in records if r["mode"] == "train")
+    assert train["jax_donated_state"] is True and train["reps"] == 3
+    assert train["jax_last_loss"] != train["jax_first_loss"]
+
+
 def test_parity_check_catches_a_different_torch_network(monkeypatch):
     import jaxsep.bench.cases as cases
 
