@@ -27,7 +27,7 @@ REQUIRED = (
     "speedup", "speedup_min", "speedup_paired", "jax_median_s", "jax_min_s", "jax_max_s", "torch_median_s",
     "torch_min_s", "torch_max_s", "compile_s", "examples_per_s", "audio_seconds_per_s",
     "torch_examples_per_s", "jax_version", "torch_version", "git_revision", "device", "command",
-    "load_avg_start", "flops_per_example", "parity_max_rel_err", "reps",
+    "load_avg_start", "flops_per_example", "parity_max_rel_err", "reps", "torch_cudnn_benchmark",
 )  # fmt: skip
 
 

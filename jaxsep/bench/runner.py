@@ -97,6 +97,8 @@ def environment(
     import jaxlib
     import torch
 
+    from jaxsep.bench import torch_side
+
     return {
         "device": device_name,
         "device_kind": device_kind,
@@ -107,6 +109,7 @@ def environment(
         "jax_version": jax.__version__,
         "jaxlib_version": jaxlib.__version__,
         "torch_version": torch.__version__,
+        "torch_cudnn_benchmark": torch_side.CUDNN_BENCHMARK,
         "python": platform.python_version(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         # both frameworks share the process, so the host allocator setting applies to both

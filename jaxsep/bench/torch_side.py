@@ -15,12 +15,19 @@ from jaxsep.bench.cases import Case
 from jaxsep.bench.harness import Timed
 from jaxsep.bench.jax_side import LEARNING_RATE
 
+CUDNN_BENCHMARK = True  # see set_precision; every record says so (`torch_cudnn_benchmark`)
+
 
 def set_precision(precision: str) -> None:
-    """fp32: no TF32 anywhere (torch's matmul default, not its cuDNN default); tf32: TF32 on."""
+    """fp32: no TF32 anywhere (torch's matmul default, not its cuDNN default); tf32: TF32 on.
+
+    Also `cudnn.benchmark`: cuDNN times its algorithms for each new shape and keeps the fastest,
+    as PyTorch users of fixed-shape training set it, and as XLA autotunes its GPU kernels for
+    the JAX side (the warm-up calls absorb the tuning)."""
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
 
 
 def autocast(precision: str, device: torch.device):
