@@ -72,6 +72,17 @@ def test_each_model_runs_both_frameworks_and_records(model, tmp_path):
         assert train[f"{side}_last_loss"] != train[f"{side}_first_loss"]
     if model in ("vqvae", "vggish"):  # no dropout: the first training losses agree too
         assert train["parity_train_loss_rel_err"] <= 1e-4
+    for r in saved:  # XLA's counts (the roofline's inputs) for the loop-free models only
+        if model in ("vqvae", "vggish"):
+            assert r["jax_bytes_accessed"] > 0
+            # XLA counts the model's work (within a few %; the VQ distances are not in flops.py)
+            assert r["jax_xla_flops"] == pytest.approx(
+                r["flops_per_example"] * r["batch_size"], rel=0.1
+            )
+        else:
+            assert r["jax_xla_flops"] is None and r["jax_bytes_accessed"] is None
+        on_gpu = r["peak_flops"] is not None and r["peak_bandwidth"] is not None
+        assert (r["jax_roofline_fraction"] is not None) is (on_gpu and model in ("vqvae", "vggish"))
 
 
 def test_donated_train_state_is_threaded_through_the_timed_steps(monkeypatch):
@@ -126,7 +137,44 @@ def test_stated_flops_match_reference_perf_numbers():
     assert vq == 49152 * 2048 * 64
     assert flops.chimera_forward_flops(1250, 257, 500, 4, 20, 4) == pytest.approx(68.0e9, rel=1e-3)
     assert flops.peak_flops("NVIDIA H100 80GB HBM3", "tf32") == 495e12
+    assert flops.peak_flops("NVIDIA H100 PCIe", "fp32") == 51.2e12  # a different part
     assert flops.peak_flops("cpu", "fp32") is None
+    assert flops.peak_bandwidth("NVIDIA H100 80GB HBM3") == 3.35e12
+    assert flops.peak_bandwidth("NVIDIA H100 PCIe") == 2.0e12
+    assert flops.peak_bandwidth("NVIDIA H200") == 4.8e12
+    assert flops.peak_bandwidth("NVIDIA A100-SXM4-80GB") == 2.039e12
+    assert flops.peak_bandwidth("NVIDIA A100-SXM4-40GB") == 1.555e12
+    assert flops.peak_bandwidth("AMD EPYC") is None
+    # 1 TFLOP and 10 GB on a 100 TFLOP/s, 1 TB/s device: memory-bound, 10 ms
+    assert flops.roofline_seconds(1e12, 10e9, 100e12, 1e12) == pytest.approx(0.01)
+    assert flops.roofline_seconds(1e12, 1e9, 100e12, 1e12) == pytest.approx(0.01)  # compute
+    assert flops.roofline_seconds(1e12, 1e9, None, 1e12) is None
+
+
+def test_records_the_roofline_bound_from_xla_counts_on_known_gpus():
+    """A memory-bound step: 1 TFLOP and 10 GB per call on a 100 TFLOP/s, 1 TB/s device is
+    bounded at 10 ms; measured at 20 ms it runs at 50% of its roofline."""
+    from types import SimpleNamespace
+
+    from jaxsep.bench.runner import _mode_record
+    from jaxsep.bench.table import render_table
+
+    case = SimpleNamespace(
+        model="vqvae", size="paper", batch_size=4, audio_seconds=8.9, train_flops=2.5e11,
+        forward_flops=0.8e11, notes="", xla_cost_is_complete=True,
+    )  # fmt: skip
+    stats = {"median_s": 0.02, "min_s": 0.019, "max_s": 0.03, "reps": 10}
+    side = {
+        "variant": "xla", "train": stats, "train_seconds": [0.02] * 10, "first_loss": 1.0,
+        "last_loss": 0.5, "compile_s": 1.0, "train_xla_cost": {"flops": 1e12, "bytes_accessed": 1e10},
+    }  # fmt: skip
+    record = _mode_record(case, "train", side, dict(side, variant="eager"), 100e12, 1e12)
+    assert record["jax_roofline_s"] == pytest.approx(0.01)
+    assert record["jax_roofline_fraction"] == pytest.approx(0.5)
+    record |= {"device_slug": "h100", "bench": "model", "threads": None, "precision": "fp32"}
+    assert "| 50% |" in render_table([record])
+    unknown = _mode_record(case, "train", side, dict(side, variant="eager"), None, None)
+    assert unknown["jax_roofline_fraction"] is None and unknown["jax_bytes_accessed"] == 1e10
 
 
 def test_pipeline_bench_and_table(tmp_path):

@@ -86,17 +86,48 @@ def vggish_forward_flops(
     return 2.0 * macs
 
 
-# Dense peak FLOP/s per precision (NVIDIA datasheets, SXM parts) for MFU; None = unknown device.
+# Dense peak FLOP/s per precision (NVIDIA datasheets) for MFU; None = unknown device. The first
+# name found in the device's name wins, so the PCIe H100 (a different part) precedes the SXM one.
 PEAK_FLOPS = {
+    "H100 PCIE": {"fp32": 51.2e12, "tf32": 378e12, "bf16": 756e12},
     "H100": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12},
     "H200": {"fp32": 67e12, "tf32": 495e12, "bf16": 989e12},
     "A100": {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12},
 }
+# Peak memory bandwidth in bytes/s (datasheets), for the roofline bound of memory-bound steps.
+PEAK_BANDWIDTH = {
+    "H100 PCIE": 2.0e12,
+    "H100": 3.35e12,
+    "H200": 4.8e12,
+    "A100-SXM4-80GB": 2.039e12,
+    "A100 80GB PCIE": 1.935e12,
+    "A100": 1.555e12,  # the 40 GB parts
+}
+
+
+def _lookup(table: dict, device_kind: str):
+    for name, value in table.items():
+        if name in device_kind.upper():
+            return value
+    return None
 
 
 def peak_flops(device_kind: str, precision: str) -> float | None:
     """Datasheet peak for a GPU name like "NVIDIA H100 80GB HBM3"; None on CPU or unknown GPUs."""
-    for name, peaks in PEAK_FLOPS.items():
-        if name in device_kind.upper():
-            return peaks.get(precision)
-    return None
+    peaks = _lookup(PEAK_FLOPS, device_kind)
+    return None if peaks is None else peaks.get(precision)
+
+
+def peak_bandwidth(device_kind: str) -> float | None:
+    """Datasheet memory bandwidth (bytes/s) of a GPU name; None on CPU or unknown GPUs."""
+    return _lookup(PEAK_BANDWIDTH, device_kind)
+
+
+def roofline_seconds(
+    flops: float, bytes_accessed: float, peak: float | None, bandwidth: float | None
+) -> float | None:
+    """The roofline bound of one call: the longer of its FLOPs at the peak rate and its memory
+    traffic at the peak bandwidth (None when either peak is unknown)."""
+    if not (peak and bandwidth):
+        return None
+    return max(flops / peak, bytes_accessed / bandwidth)

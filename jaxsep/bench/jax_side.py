@@ -47,6 +47,19 @@ def _compiled_bytes(compiled) -> int | None:
         return None
 
 
+def _xla_cost(compiled) -> dict[str, float] | None:
+    """XLA's own count for one compiled program: FLOPs and bytes accessed (its memory traffic,
+    after fusion), the inputs of the roofline bound."""
+    try:
+        cost = compiled.cost_analysis()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    if not cost or "flops" not in cost or "bytes accessed" not in cost:
+        return None
+    return {"flops": float(cost["flops"]), "bytes_accessed": float(cost["bytes accessed"])}
+
+
 def _device_peak_bytes(device) -> int | None:
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     return None if not stats else int(stats.get("peak_bytes_in_use", 0)) or None
@@ -161,6 +174,8 @@ def prepare_jax(case: Case, variant: str, device, precision: str = "fp32") -> Ti
         "donated": c.donated,
         "train_memory_bytes": _compiled_bytes(c.train),
         "infer_memory_bytes": _compiled_bytes(c.infer),
+        "train_xla_cost": _xla_cost(c.train),
+        "infer_xla_cost": _xla_cost(c.infer),
         "output": jax.tree.map(np.asarray, c.infer(c.infer_variables, c.x)),
     }
     holder = {"ts": c.ts}

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxsep import host_memory
 from jaxsep.bench import harness
+from jaxsep.bench.flops import peak_bandwidth, peak_flops, roofline_seconds
 from jaxsep.errors import JaxsepError
 
 ALL = ("xumx", "umx", "chimera", "vqvae", "vggish", "pipeline")
@@ -195,7 +196,9 @@ def _check_parity(case, jax_result: dict, torch_result: dict, tol: float) -> dic
     return out
 
 
-def _mode_record(case, mode: str, jax_r: dict, torch_r: dict, peak: float | None) -> dict:
+def _mode_record(
+    case, mode: str, jax_r: dict, torch_r: dict, peak: float | None, bandwidth: float | None
+) -> dict:
     flops = case.train_flops if mode == "train" else case.forward_flops
     record: dict[str, Any] = {
         "bench": "model",
@@ -239,6 +242,17 @@ def _mode_record(case, mode: str, jax_r: dict, torch_r: dict, peak: float | None
         harness.paired_ratio(torch_r[f"{mode}_seconds"], jax_r[f"{mode}_seconds"]) if ok else None
     )
     record["jax_device_peak_bytes"] = jax_r.get("device_peak_bytes")
+    # the roofline bound of the JAX program from XLA's own FLOP and byte counts (GPU peaks only)
+    cost = (jax_r.get(f"{mode}_xla_cost") or {}) if case.xla_cost_is_complete else {}
+    record["jax_xla_flops"] = cost.get("flops")
+    record["jax_bytes_accessed"] = cost.get("bytes_accessed")
+    record["peak_bandwidth"] = bandwidth
+    roof = (
+        roofline_seconds(cost["flops"], cost["bytes_accessed"], peak, bandwidth) if cost else None
+    )
+    record["jax_roofline_s"] = roof
+    jax_s = record.get("jax_median_s")
+    record["jax_roofline_fraction"] = roof / jax_s if roof and jax_s else None
     return record
 
 
@@ -262,7 +276,6 @@ def bench_model(
 ) -> list[dict]:
     """Records of one model (train and infer, every JAX x PyTorch variant)."""
     from jaxsep.bench.cases import build_case
-    from jaxsep.bench.flops import peak_flops
     from jaxsep.bench.jax_side import prepare_jax
     from jaxsep.bench.torch_side import prepare_torch
 
@@ -309,13 +322,14 @@ def bench_model(
     jax_results = [t.result for t in jax_runs]
     torch_results = [t.result for t in torch_runs]
     peak = peak_flops(name, precision) if kind == "gpu" else None
+    bandwidth = peak_bandwidth(name) if kind == "gpu" else None
     shared = dict(env or {})
     shared.update(load_avg_start=load_start, load_avg_end=harness.load_average())
     records = []
     for j in jax_results:
         for t in torch_results:
             for mode in ("train", "infer"):
-                record = _mode_record(case, mode, j, t, peak)
+                record = _mode_record(case, mode, j, t, peak, bandwidth)
                 record.update(j["parity"])
                 record.update(shared)
                 records.append(record)

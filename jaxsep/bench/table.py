@@ -61,14 +61,18 @@ def _load(r: dict) -> str:
     return _num(load[0], 2) if load else "–"
 
 
+def _percent(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{100 * fraction:.0f}%"
+
+
 def _model_rows(records: list[dict]) -> list[str]:
     head = (
         "| model | mode | size | batch | threads | JAX | PyTorch | JAX median s (min–max) "
         "| PyTorch median s (min–max) | speedup | speedup (min) | speedup (paired) | JAX ex/s "
         "| PyTorch ex/s "
-        "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | load | git |"
+        "| JAX audio-s/s | JAX compile s | MFU JAX / PyTorch | JAX % of roofline | load | git |"
     )
-    rows = [head, "|" + "---|" * 19]
+    rows = [head, "|" + "---|" * 20]
     records = sorted(
         records,
         key=lambda r: (
@@ -113,6 +117,7 @@ def _model_rows(records: list[dict]) -> list[str]:
                     _num(r.get("audio_seconds_per_s")),
                     _num(r.get("compile_s"), 2),
                     mfu,
+                    _percent(r.get("jax_roofline_fraction")),
                     _load(r),
                     str(r.get("git_revision") or "–")[:7],
                 ]
