@@ -313,6 +313,35 @@ def test_bf16_runs_only_the_lstm_backends_that_compute_in_bf16(monkeypatch):
     assert {r["jax_variant"] for r in records} == {"scan"}
 
 
+def test_jax_leaves_the_gpu_memory_it_does_not_use_to_pytorch(tmp_path):
+    """Before JAX starts, the bench turns off its 75% preallocation (one process, two
+    frameworks); a value the user set is kept, and once JAX runs nothing changes."""
+    import os
+
+    code = (
+        "import os; from jaxsep.bench.runner import share_device_memory; share_device_memory(); "
+        "print(os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE'))"
+    )
+    for preset, expected in ((None, "false"), ("true", "true")):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
+        if preset is not None:
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = preset
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        assert result.stdout.strip() == expected
+    from jaxsep.bench.runner import share_device_memory
+
+    jax.devices()  # this process's backend is up: too late to change, so it is left alone
+    before = os.environ.pop("XLA_PYTHON_CLIENT_PREALLOCATE", None)
+    try:
+        share_device_memory()
+        assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ
+    finally:
+        if before is not None:
+            os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = before
+
+
 def test_vqvae_remat_variant_runs_on_request_and_computes_the_same_step():
     """`--jax-variants remat`: residual stacks under jax.checkpoint (by default on GPUs only)."""
     case = build_case("vqvae", "tiny")

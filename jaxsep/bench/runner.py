@@ -72,6 +72,17 @@ def configure_threads(threads: int | None) -> None:
         pass
 
 
+def share_device_memory() -> None:
+    """Let JAX and PyTorch share one GPU in this process: before JAX's backend starts, turn off
+    its default of reserving 75% of the GPU's memory up front (`XLA_PYTHON_CLIENT_PREALLOCATE`),
+    which would leave PyTorch a quarter for the paper-size models. JAX then grows its pool on
+    demand and keeps it (the warm-up calls absorb the growth). A value already set is kept."""
+    from jax._src import xla_bridge
+
+    if not xla_bridge.backends_are_initialized():
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
 def _devices(device: str | None):
     import jax
     import torch
@@ -113,6 +124,7 @@ def environment(
         "torch_cudnn_benchmark": torch_side.CUDNN_BENCHMARK,
         "python": platform.python_version(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "xla_python_client_preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
         # both frameworks share the process, so the host allocator setting applies to both
         "host_malloc": "retain" if host_memory.retaining() else "system",
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -375,6 +387,7 @@ def run_bench(
             )
         torch_variants = ("eager", *[v for v in torch_variants if v != "eager"])
     configure_threads(threads)
+    share_device_memory()
     kind, _, _, name = _devices(device)
     size = size or ("paper" if kind == "gpu" else "cpu")
     command = command or " ".join(["jaxsep", *sys.argv[1:]])
