@@ -243,7 +243,7 @@ def test_host_batches_are_moved_explicitly_and_the_step_transfers_nothing(
     assert_trees_equal(state["params"], reference["params"])
 
     # hand the step host arrays: the loop's guard refuses the implicit transfer
-    monkeypatch.setattr(loop._DeviceBatches, "_global", lambda self, leaf: leaf)
+    monkeypatch.setattr(loop, "_device_leaf", lambda leaf, sharding: leaf)
     with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
         loop.train(
             config=config,

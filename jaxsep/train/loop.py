@@ -114,35 +114,12 @@ def _progress(total: int, initial: int):
     return tqdm(total=total, initial=initial, disable=not show, dynamic_ncols=True)
 
 
-class _DeviceBatches:
-    """`train_iter`'s batches as global device arrays: jax.Array leaves pass through (the grain
-    pipeline makes them), host arrays (a custom iterator's) are transferred explicitly."""
-
-    def __init__(self, train_iter: Iterator, sharding: jax.sharding.Sharding):
-        self.train_iter, self.sharding = train_iter, sharding
-
-    def __next__(self) -> Any:
-        return jax.tree.map(self._global, next(self.train_iter))
-
-    def _global(self, leaf: Any) -> jax.Array:
-        if isinstance(leaf, jax.Array):
-            return leaf
-        return jax.make_array_from_process_local_data(self.sharding, np.asarray(leaf))
-
-
-class _LrScale:
-    """The step's learning-rate multiplier as a replicated device scalar, transferred only when
-    the plateau schedule changes it (not once per step)."""
-
-    def __init__(self, base_lr: float, sharding: jax.sharding.Sharding):
-        self.base_lr, self.sharding = base_lr, sharding
-        self.lr, self.value = None, None
-
-    def __call__(self, lr: float) -> jax.Array:
-        if lr != self.lr:
-            self.lr = lr
-            self.value = jax.device_put(np.float32(lr / self.base_lr), self.sharding)
-        return self.value
+def _device_leaf(leaf: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+    """A batch leaf as a global device array: jax.Array leaves pass through (the grain pipeline
+    makes them), host arrays (a custom iterator's) are transferred explicitly."""
+    if isinstance(leaf, jax.Array):
+        return leaf
+    return jax.make_array_from_process_local_data(sharding, np.asarray(leaf))
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, freeze=()):
@@ -243,8 +220,8 @@ def train(
     )
     base_lr = float(config.optimizer.lr)
     plateau, early = PlateauState(lr=base_lr), EarlyStopState()
+    data_sharding, repl = batch_sharding(mesh), replicated(mesh)
     if ckpt.latest_step() is not None:
-        repl = replicated(mesh)
         target = jax.tree.map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
             jax.eval_shape(init, rng),
@@ -256,8 +233,11 @@ def train(
         state = init(rng)
 
     step = int(jax.device_get(state["step"]))
-    batches = _DeviceBatches(train_iter, batch_sharding(mesh))
-    lr_scale = _LrScale(base_lr, replicated(mesh))
+
+    @functools.lru_cache(maxsize=1)  # sent to the devices only when the plateau changes it
+    def lr_scale(lr: float) -> jax.Array:
+        return jax.device_put(np.float32(lr / base_lr), repl)
+
     log = _MetricsLog(workdir / "metrics.jsonl")
     bar = _progress(config.num_steps, step)
     start = last_time = time.perf_counter()
@@ -273,7 +253,7 @@ def train(
 
     try:
         while step < config.num_steps and not stop:
-            batch = next(batches)
+            batch = jax.tree.map(lambda x: _device_leaf(x, data_sharding), next(train_iter))
             examples += jax.tree.leaves(batch)[0].shape[0]
             # every input is on the devices already: the step moves nothing from the host, and
             # the guard makes a regression (an implicit transfer per step) an error, not a slowdown
