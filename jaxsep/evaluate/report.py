@@ -22,15 +22,12 @@ import numpy as np
 
 from jaxsep.data.tracks import MusdbSource
 from jaxsep.errors import JaxsepError
-from jaxsep.evaluate.metrics import bss_eval
+from jaxsep.evaluate.metrics import BSSEVAL_BACKENDS, bss_eval
 from jaxsep.modeldir import load
 
 METRICS = ("SDR", "SIR", "SAR", "ISR")
 SPLITS = {"test": ("test", None), "train": ("train", "train"), "valid": ("train", "valid")}
 WINDOW_SECONDS = 1.0
-# jax: jaxsep.evaluate.bsseval, museval's scores to ~1e-12 dB and ~30x faster on 2 CPU cores
-# (benchmarks/README.md); museval: the reference package itself
-BSSEVAL_BACKENDS = ("jax", "museval")
 
 
 def _finite_or_none(value: float) -> float | None:
