@@ -148,7 +148,7 @@ def test_speed_tool_writes_a_record_the_table_renders(run_record_tool, tmp_path)
     assert record["signals"].startswith("2.5 s x 2 stereo sources")
     assert record["max_abs_diff_db"] < TOLERANCE_DB
     assert record["jax_version"] == jax.__version__ and record["git_revision"]
-    assert "--sources 2" in record["command"] and len(record["load_start"]) == 3
+    assert "--sources 2" in record["command"] and len(record["load_avg_start"]) == 3
     table = render_table(read_records([tmp_path / "records"]))
     assert f"| {record['signals']} | {record['device']}" in table
 

@@ -90,7 +90,7 @@ def main() -> None:
         # CPU seconds (all threads): a fairer comparison when the machine is shared
         "museval_cpu_s": round(statistics.median(run[2] for run in museval_runs), 3),
         "jax_cpu_s": round(statistics.median(run[2] for run in runs), 3),
-        "load_start": load_start,
+        "load_avg_start": load_start,
         "jax_version": jax.__version__,
         "museval_version": _version("museval"),
     }

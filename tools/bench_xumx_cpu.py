@@ -102,7 +102,7 @@ def main() -> None:
         "device": harness.cpu_model_name() if device.platform == "cpu" else device.device_kind,
         "platform": device.platform,
         "jax": jax.__version__,
-        "load_start": load_start,
+        "load_avg_start": load_start,
     }
     harness.finish_tool_record(record, args.out)
 

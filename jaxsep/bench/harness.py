@@ -179,7 +179,7 @@ def finish_tool_record(record: dict, out: Path | None) -> dict:
     import sys
 
     record = record | {
-        "load_end": load_average(),
+        "load_avg_end": load_average(),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]),
         "git_revision": git_revision(),
         "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -222,11 +222,10 @@ def _bsseval_rows(records: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        load = (r.get("load_start") or ["–"])[0]  # 1-minute load average at the start
         rows.append(
             f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('jax_s'))} | "
             f"{_num(r.get('museval_s'))} | {_num(r.get('speedup'), 2)} | "
-            f"{r.get('max_abs_diff_db', float('nan')):.1e} | {load} | {r.get('git_revision')} |"
+            f"{r.get('max_abs_diff_db', float('nan')):.1e} | {_load(r)} | {r.get('git_revision')} |"
         )
     return rows
 
