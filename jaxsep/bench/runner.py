@@ -50,9 +50,7 @@ def configure_threads(threads: int | None) -> None:
         return
     if threads < 1:
         raise JaxsepError(f"bench: --threads must be >= 1, got {threads}")
-    from jax._src import xla_bridge
-
-    if xla_bridge.backends_are_initialized():
+    if _jax_started():
         raise JaxsepError(
             "bench: --threads must be set before JAX starts (run it in a new process)"
         )
@@ -77,10 +75,15 @@ def share_device_memory() -> None:
     its default of reserving 75% of the GPU's memory up front (`XLA_PYTHON_CLIENT_PREALLOCATE`),
     which would leave PyTorch a quarter for the paper-size models. JAX then grows its pool on
     demand and keeps it (the warm-up calls absorb the growth). A value already set is kept."""
+    if not _jax_started():
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+
+def _jax_started() -> bool:
+    """Whether JAX's backends are up (then environment settings for them come too late)."""
     from jax._src import xla_bridge
 
-    if not xla_bridge.backends_are_initialized():
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    return xla_bridge.backends_are_initialized()
 
 
 def _devices(device: str | None):
