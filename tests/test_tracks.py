@@ -2,11 +2,17 @@
 
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxsep.data.tracks import FretsOnFireSource, MusdbSource, StemFolderSource
+from jaxsep.data.tracks import (
+    FretsOnFireSource,
+    MusdbSource,
+    StemFolderSource,
+    validation_source_from_config,
+)
 from jaxsep.errors import JaxsepError
 
 SR = 44100
@@ -147,3 +153,66 @@ def test_musdb_source_splits_and_targets(tmp_path):
     (tmp_path / "train" / "song1" / "bass.wav").unlink()
     message = one_line_error(lambda: MusdbSource(tmp_path, subset="train"))
     assert str(tmp_path / "train" / "song1") in message and "bass" in message
+
+
+def test_folder_source_errors_name_the_folder_or_file(tmp_path):
+    message = one_line_error(lambda: StemFolderSource(tmp_path / "nope"))
+    assert str(tmp_path / "nope") in message and "not a folder" in message
+    (tmp_path / "notes.txt").write_text("no audio here")
+    message = one_line_error(lambda: StemFolderSource(tmp_path))
+    assert str(tmp_path) in message and "no folders of" in message
+    write_song(tmp_path / "song", 0, MUSDB)
+    sf.write(tmp_path / "song" / "vocals.flac", stem_audio(0, 3, SR), SR)
+    message = one_line_error(lambda: StemFolderSource(tmp_path))
+    assert str(tmp_path / "song") in message and "vocals.flac" in message
+    (tmp_path / "song" / "vocals.flac").unlink()
+    (tmp_path / "song" / "bass.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    message = one_line_error(lambda: StemFolderSource(tmp_path))
+    assert str(tmp_path / "song" / "bass.wav") in message and "cannot read" in message
+
+
+def test_windows_past_the_end_are_silent_and_unknown_stems_are_named(tmp_path):
+    write_song(tmp_path / "song", 0, MUSDB, frames=100)
+    source = StemFolderSource(tmp_path)
+    window = source.read(0, "drums", 500, 64)
+    assert window.shape == (64, 2) and not window.any()
+    message = one_line_error(lambda: source.read(0, "piano", 0, 10))
+    assert str(tmp_path / "song") in message and "piano" in message
+
+
+def test_malformed_musdb_setup_files_are_one_line_errors(tmp_path):
+    write_musdb(tmp_path)
+    cases = {
+        "sources: [unclosed\n": "not valid YAML (line 2",
+        "- a list\n": "must be a mapping",
+        "mixture: mixture.wav\nsources: {}\ntargets: {}\n": "has no 'stem_ids'",
+        "mixture: m.wav\nsources: [a]\ntargets: {}\nstem_ids: {}\n": "'sources' must be a mapping",
+        "mixture: m.wav\nsources: {a: a.wav}\ntargets: {}\nstem_ids: {mixture: 0}\n": "lacks a",
+    }
+    for k, (text, expected) in enumerate(cases.items()):
+        (tmp_path / f"bad{k}.yaml").write_text(text)
+        message = one_line_error(lambda k=k: MusdbSource(tmp_path, setup_file=f"bad{k}.yaml"))
+        assert str(tmp_path / f"bad{k}.yaml") in message and expected in message, message
+    message = one_line_error(lambda: MusdbSource(tmp_path, setup_file="missing.yaml"))
+    assert "missing.yaml" in message and "not found" in message
+    message = one_line_error(lambda: MusdbSource(tmp_path, stems=("vocals", "piano")))
+    assert "piano" in message and "neither a musdb source nor a target" in message
+    message = one_line_error(lambda: MusdbSource(tmp_path, subset="test", split="valid"))
+    assert str(tmp_path / "test") in message and "train subset only" in message
+
+
+def test_an_empty_validation_list_means_every_train_track_trains(tmp_path):
+    write_musdb(tmp_path, valid=())  # `validation_tracks:` with no entries (YAML null)
+    train = MusdbSource(tmp_path, subset="train", split="train", setup_file="setup.yaml")
+    assert train.names == ("song0", "song1", "song2")
+    message = one_line_error(
+        lambda: MusdbSource(tmp_path, subset="train", split="valid", setup_file="setup.yaml")
+    )
+    assert "split=valid" in message and "no tracks found" in message
+    data = ml_collections.ConfigDict(
+        {"root": str(tmp_path), "setup_file": "setup.yaml", "stems": list(MUSDB)}
+    )
+    assert validation_source_from_config(data).names == ("song3",)  # falls back to the test set
+    data.root = ""
+    message = one_line_error(lambda: validation_source_from_config(data))
+    assert "--data ROOT" in message

@@ -246,7 +246,7 @@ class MusdbSource(TrackSource):
             raise JaxsepError(f"{root}: only the MUSDB18-HQ (is_wav=True) layout can be read")
         if not (root / subset).is_dir():
             raise JaxsepError(f"{root / subset}: no such MUSDB subset folder")
-        db = _open_musdb(root, subset, split, setup_file)
+        db, names = _open_musdb(root, subset, split, setup_file)
         targets = db.setup.get("targets", {})
         groups = {}
         for stem in stems:
@@ -258,7 +258,7 @@ class MusdbSource(TrackSource):
                 raise JaxsepError(f"{root}: stem '{stem}' is neither a musdb source nor a target")
         needed = {part for parts in groups.values() for part in parts}
         tracks = []
-        for mt in db.tracks:
+        for mt in (t for t in db.tracks if t.name in names):
             folder = Path(mt.path).parent
             files = {}
             for part in sorted(needed):
@@ -271,17 +271,71 @@ class MusdbSource(TrackSource):
         super().__init__(tracks, groups, where=f"{root / subset} (split={split})")
 
 
-def _open_musdb(root: Path, subset: str, split: str | None, setup_file: str | None):
+SETUP_MAPPINGS = ("sources", "targets", "stem_ids")
+
+
+def _open_musdb(
+    root: Path, subset: str, split: str | None, setup_file: str | None
+) -> tuple[Any, set[str]]:
+    """musdb's view of `root / subset` and the names of the tracks in `split`.
+
+    The setup file is checked here first, and the train/valid split is applied here, because
+    musdb reads the file unchecked: malformed YAML, a list, or an empty `validation_tracks:`
+    (no validation tracks) surfaced as a PyYAML or TypeError traceback from inside musdb."""
     import musdb  # slow import (checks for ffmpeg), so only when a MUSDB source is built
 
-    if setup_file is not None and not (root / setup_file).is_file():
-        raise JaxsepError(f"{root / setup_file}: musdb setup file not found")
+    if split is not None and split not in ("train", "valid"):
+        raise JaxsepError(f"{root / subset}: split must be 'train' or 'valid', got {split!r}")
+    if split is not None and subset != "train":
+        raise JaxsepError(f"{root / subset}: split={split!r} applies to the train subset only")
+    if setup_file is None:
+        setup_path = Path(musdb.__path__[0]) / "configs" / "mus.yaml"
+    else:
+        setup_path = root / setup_file
+        if not setup_path.is_file():
+            raise JaxsepError(f"{setup_path}: musdb setup file not found")
+    validation = set(read_musdb_setup(setup_path).get("validation_tracks") or ())
     try:
-        return musdb.DB(
-            root=str(root), is_wav=True, subsets=subset, split=split, setup_file=setup_file
-        )
+        db = musdb.DB(root=str(root), is_wav=True, subsets=subset, setup_file=setup_file)
     except (RuntimeError, KeyError, OSError) as err:
         raise JaxsepError(f"{root}: musdb cannot read the dataset ({err})") from None
+    names = {t.name for t in db.tracks}
+    if split == "valid":
+        names &= validation
+    elif split == "train":
+        names -= validation
+    return db, names
+
+
+def read_musdb_setup(path: Path) -> dict[str, Any]:
+    """A musdb setup YAML, checked for what musdb and `MusdbSource` read from it."""
+    import yaml
+
+    try:
+        setup = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        raise JaxsepError(f"{path}: cannot read musdb setup file ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1}: {err.problem})" if mark is not None else ""
+        raise JaxsepError(f"{path}: musdb setup file is not valid YAML{line}") from None
+    if not isinstance(setup, dict):
+        raise JaxsepError(f"{path}: musdb setup file must be a mapping of settings")
+    for key in (*SETUP_MAPPINGS, "mixture"):
+        if key not in setup:
+            raise JaxsepError(f"{path}: musdb setup file has no '{key}'")
+    for key in SETUP_MAPPINGS:
+        if not isinstance(setup[key], dict):
+            raise JaxsepError(f"{path}: musdb setup '{key}' must be a mapping")
+    missing = [s for s in ("mixture", *setup["sources"]) if s not in setup["stem_ids"]]
+    if missing:
+        raise JaxsepError(f"{path}: musdb setup 'stem_ids' lacks {', '.join(missing)}")
+    validation = setup.get("validation_tracks")
+    if validation is not None and not (
+        isinstance(validation, list) and all(isinstance(v, str) for v in validation)
+    ):
+        raise JaxsepError(f"{path}: musdb setup 'validation_tracks' must be a list of names")
+    return setup
 
 
 def seconds_to_frames(seconds: float, sample_rate: int) -> int:
