@@ -215,7 +215,9 @@ class Separator:
             audio = audio[:, None]
         if audio.ndim != 2 or audio.shape[0] == 0:
             raise JaxsepError(f"audio must be [time, channels] with samples, got {audio.shape}")
-        if not np.issubdtype(audio.dtype, np.number) or not np.isfinite(audio).all():
+        if not np.issubdtype(audio.dtype, np.number) or np.iscomplexobj(audio):
+            raise JaxsepError(f"audio must hold real samples, got dtype {audio.dtype}")
+        if not np.isfinite(audio).all():
             raise JaxsepError("audio contains NaN or infinite samples")
         if isinstance(sample_rate, (float, np.floating)) and float(sample_rate).is_integer():
             sample_rate = int(sample_rate)  # 44100.0 from a config or a musdb track

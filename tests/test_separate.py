@@ -1,5 +1,6 @@
 """Chunked separation: seams, exact overlap-add, one compilation, sharding, progress, CLI files."""
 
+import re
 import sys
 
 import flax.linen as nn
@@ -14,7 +15,7 @@ from jaxsep.cli import main
 from jaxsep.errors import JaxsepError
 from jaxsep.modeldir import Model, save_model_dir
 from jaxsep.models.mask_mlp import MaskMLP
-from jaxsep.separate import Separator, crossfade_window, segment_offsets
+from jaxsep.separate import Separator, crossfade_window, segment_offsets, separate_files
 
 RATE = 8000
 MASK_KWARGS = {"num_sources": 2, "n_fft": 256, "hop": 64, "hidden": 16, "num_channels": 2}
@@ -170,6 +171,23 @@ def test_channel_rules():
         stereo_model(np.full((100, 2), np.nan, np.float32), RATE)
 
 
+def test_bad_audio_and_sample_rates_are_one_line_errors():
+    sep = Separator(_identity_model(), segment=0.1)
+    assert sep(np.ones((100, 2), np.float32), 44100.0)["s0"].shape == (100, 2)  # as musdb gives
+    for audio, rate, words in [
+        (np.zeros((0, 2), np.float32), RATE, "with samples, got (0, 2)"),
+        (np.zeros((10, 2, 1), np.float32), RATE, "with samples, got (10, 2, 1)"),
+        (np.array([["a", "b"]]), RATE, "real samples, got dtype <U1"),
+        (np.ones((10, 2), np.complex64), RATE, "real samples, got dtype complex64"),
+        (np.ones((10, 2), np.float32), 0, "positive integer, got 0"),
+        (np.ones((10, 2), np.float32), 44100.5, "positive integer, got 44100.5"),
+        (np.ones((10, 2), np.float32), "44100", "positive integer, got '44100'"),
+    ]:
+        with pytest.raises(JaxsepError) as info:
+            sep(audio, rate)
+        assert words in str(info.value) and "\n" not in str(info.value)
+
+
 def test_bad_arguments_are_one_line_errors():
     model = _identity_model()
     for kwargs, words in [
@@ -243,6 +261,17 @@ def test_cli_flac_and_filename_template(model_dir, tmp_path):
     assert (info.format, info.frames, info.samplerate) == ("FLAC", 20_000, 44100)
 
 
+def test_library_call_checks_its_arguments_before_loading_the_model(tmp_path):
+    song = _write(tmp_path / "song.wav", _noise(1000), 44100)
+    for paths, kwargs, words in [
+        ([], {}, "no input tracks given"),
+        ([song], {"ext": "mp3"}, "--ext 'mp3': use one of wav, flac"),
+    ]:
+        with pytest.raises(JaxsepError, match=re.escape(words)):
+            separate_files(paths, tmp_path / "no_model", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
 def _corrupt(path):
     path.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk")
     return path
@@ -257,6 +286,11 @@ def _corrupt(path):
         ("bad_model", "model directory not found"),
         ("bad_template", "unknown field"),
         ("template_without_track", "needs {track}"),
+        ("template_without_stem", "needs {stem}"),
+        ("malformed_template", "malformed template"),
+        ("empty", "file is empty (0 bytes)"),
+        ("folder", "not a file"),
+        ("same_name", "same track name 'good'"),
     ],
 )
 def test_cli_bad_input_exits_two_and_writes_nothing(model_dir, tmp_path, capsys, case, words):
@@ -267,7 +301,12 @@ def test_cli_bad_input_exits_two_and_writes_nothing(model_dir, tmp_path, capsys,
         "missing": inputs / "nope.wav",
         "corrupt": _corrupt(inputs / "broken.wav"),
         "three_channels": _write(inputs / "surround.wav", _noise(5000, channels=3), 44100),
+        "empty": inputs / "empty.wav",
+        "folder": inputs / "album.wav",
+        "same_name": _write(inputs / "good.flac", _noise(5000), 44100),
     }.get(case, good)
+    (inputs / "empty.wav").touch()
+    (inputs / "album.wav").mkdir()
     model = tmp_path / "no_model" if case == "bad_model" else model_dir
     out = tmp_path / "out"
     argv = ["separate", str(bad), "--model", str(model), "-o", str(out)]
@@ -275,11 +314,15 @@ def test_cli_bad_input_exits_two_and_writes_nothing(model_dir, tmp_path, capsys,
         argv += ["--filename", "{song}/{stem}.{ext}"]
     if case == "template_without_track":
         argv += ["--filename", "{stem}.{ext}"]
-    if case in ("missing", "template_without_track"):
+    if case == "template_without_stem":
+        argv += ["--filename", "{track}.{ext}"]
+    if case == "malformed_template":
+        argv += ["--filename", "{track/{stem}.{ext}"]
+    if case in ("missing", "template_without_track", "empty", "folder", "same_name"):
         argv.insert(1, str(good))  # checked up front: not even the good track is written
     assert main(argv) == 2
     err = _one_line_error(capsys)
     assert words in err
-    if case in ("missing", "corrupt", "three_channels"):
+    if case in ("missing", "corrupt", "three_channels", "empty", "folder", "same_name"):
         assert str(bad) in err
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
