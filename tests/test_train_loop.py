@@ -219,6 +219,52 @@ def test_resume_continues_bit_identically(straight, tmp_path):
     assert_trees_equal(resumed["model_state"], reference["model_state"])
 
 
+def _resize_hidden(width: int, extra: bool = False):
+    """`init_fn` with another hidden width (a changed config), or with one more parameter."""
+
+    def init(rng):
+        params, model_state = init_fn(rng)
+        hidden, out = params["hidden"], params["out"]
+        params["hidden"] = {"kernel": hidden["kernel"][:, :width], "bias": hidden["bias"][:width]}
+        params["out"] = {"kernel": out["kernel"][:width], "bias": out["bias"]}
+        if extra:
+            params["scale"] = jnp.ones((3,))
+        return params, model_state
+
+    return init
+
+
+def test_resuming_a_changed_or_damaged_run_is_a_one_line_error(tmp_path):
+    from jaxsep.errors import JaxsepError
+    from jaxsep.train.loop import train
+
+    run(tmp_path, 3, checkpoint_every=3)
+    step_dir = tmp_path / "checkpoints" / "3"
+
+    def resume(init):
+        with pytest.raises(JaxsepError) as info:
+            train(
+                config=make_config(6, checkpoint_every=3),
+                workdir=tmp_path,
+                init_fn=init,
+                loss_fn=loss_fn,
+                train_iter=make_iterator(),
+            )
+        message = str(info.value)
+        assert "\n" not in message and str(step_dir) in message
+        return message
+
+    message = resume(_resize_hidden(8))
+    assert "'params/hidden/bias' is (16,) in the checkpoint, (8,) in this run" in message
+    assert "new --workdir" in message
+    assert "checkpoint has no 'params/scale'" in resume(_resize_hidden(16, extra=True))
+    (step_dir / "data" / "process_0-of-1.json").unlink()
+    assert "data-iterator state missing" in resume(init_fn)
+    (step_dir / "state" / "_METADATA").unlink()
+    assert "cannot read checkpoint metadata" in resume(init_fn)
+    assert _checkpoint_steps(tmp_path) == [3]  # nothing overwritten by the failed resumes
+
+
 def test_host_batches_are_moved_explicitly_and_the_step_transfers_nothing(
     straight, tmp_path, monkeypatch
 ):

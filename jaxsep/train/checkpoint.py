@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from jaxsep.errors import JaxsepError
+from jaxsep.errors import JaxsepError, first_line
 
 
 class IteratorStateHandler(ocp.CheckpointHandler):
@@ -117,6 +118,7 @@ class RunCheckpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             raise JaxsepError(f"{self.directory}: no checkpoint to restore")
+        self._check_shapes(abstract_state, step)
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=IteratorStateRestore(data_iter),
@@ -126,10 +128,36 @@ class RunCheckpointer:
             restored = self.manager.restore(step, args=args)
         except JaxsepError:
             raise
-        except Exception as e:  # orbax raises many types for a damaged or mismatched step
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise JaxsepError(f"{self.directory}/{step}: cannot restore checkpoint: {msg}") from e
+        except Exception as e:  # orbax raises many types for a damaged step
+            raise JaxsepError(
+                f"{self.directory}/{step}: cannot restore checkpoint: {first_line(e)}"
+            ) from e
         return restored.state, restored.meta
+
+    def _check_shapes(self, abstract_state, step: int) -> None:
+        """One-line error when the run's state does not fit the saved one (a changed config):
+        orbax would start the restore, fail with a message suggesting `strict=False`, and its
+        background threads would print tracebacks after the error."""
+        where = f"{self.directory}/{step}"
+        try:
+            saved = ocp.StandardCheckpointHandler().metadata(epath.Path(where) / "state")
+        except Exception as e:  # orbax/tensorstore raise many types for a damaged step
+            raise JaxsepError(f"{where}: cannot read checkpoint metadata ({first_line(e)})") from e
+        saved, wanted = _shapes(getattr(saved, "item_metadata", saved)), _shapes(abstract_state)
+        hint = "(resume with the config it was saved with, or train in a new --workdir)"
+        for name, shape in sorted(
+            wanted.items(), key=lambda kv: (kv[0].split("/")[0] != "params", kv[0])
+        ):
+            if name not in saved:
+                raise JaxsepError(f"{where}: checkpoint has no '{name}' {hint}")
+            if saved[name] != shape:
+                raise JaxsepError(
+                    f"{where}: '{name}' is {saved[name]} in the checkpoint, {shape} in this run "
+                    f"{hint}"
+                )
+        extra = sorted(set(saved) - set(wanted))
+        if extra:
+            raise JaxsepError(f"{where}: checkpoint has '{extra[0]}' that this run lacks {hint}")
 
     def wait(self) -> None:
         """Block until background saves are on disk."""
@@ -137,3 +165,20 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """`{"params/hidden/kernel": shape}` of a state or of orbax's metadata of one (whose
+    namedtuple fields come back as dict keys: every key is compared by its name)."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {
+        "/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in flat
+    }
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
