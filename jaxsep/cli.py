@@ -267,6 +267,25 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> in
     raise JaxsepError(f"unknown command {args.command}")  # argparse prevents this
 
 
+def _drop_closed_event_loop_reports() -> None:
+    """Keep a failed command's stderr to its one line: when orbax gives up on a damaged
+    checkpoint, tensorstore reads still in flight complete onto orbax's closed asyncio loop and
+    Python reports each `RuntimeError('Event loop is closed')` as an unraisable exception (a
+    traceback per read, printed around the error). Only that report is dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_event_loop_reports", False):
+        return  # already installed (main() called again in this process)
+
+    def hook(report: sys.UnraisableHookArgs) -> None:
+        value = report.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(report)
+
+    hook.drops_closed_event_loop_reports = True
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -277,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         from jaxsep.host_memory import retain_freed_memory
 
         retain_freed_memory()
+    _drop_closed_event_loop_reports()
     try:
         return _run(args, extra, argv)
     except JaxsepError as e:

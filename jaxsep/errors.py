@@ -9,4 +9,6 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type name if the message is empty): what a
     one-line error or a benchmark record quotes of a library's multi-line exception."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else type(error).__name__
+    # tensorstore appends the whole JSON spec of the array it failed on: noise in one line
+    return line.split(" [tensorstore_spec=")[0]

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -71,3 +72,51 @@ def test_synth_unknown_soundfont_writes_nothing(capsys, tmp_path):
     assert main(["synth", str(out), "--songs", "1", "--soundfonts", "nope.sf2"]) == 2
     assert "nope.sf2" in _one_line_error(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_checkpoint_is_one_short_line_on_a_real_command_line(tmp_path):
+    """tensorstore's JSON spec is cut from the message, and orbax's late reports of reads
+    landing on its closed event loop (tracebacks after the error, some runs) are dropped."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import soundfile
+
+    from jaxsep.modeldir import save_model_dir
+    from jaxsep.models.mask_mlp import MaskMLP
+
+    kwargs = {"num_sources": 2, "n_fft": 256, "hop": 64, "hidden": 16, "num_channels": 2}
+    params = MaskMLP(**kwargs).init(jax.random.key(0), jnp.zeros((1, 1024, 2)))["params"]
+    config = {"model": "mask_mlp", "model_kwargs": kwargs, "sources": ["a", "b"]}
+    model = save_model_dir(
+        tmp_path / "model", {**config, "sample_rate": 8000, "channels": 2}, {"params": params}
+    )
+    for data_file in (model / "variables").rglob("*"):
+        if data_file.is_file() and data_file.parent.name == "d":
+            data_file.write_bytes(b"garbage")
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.zeros((800, 2), np.float32), 8000)
+    command = [sys.executable, "-m", "jaxsep.cli", "separate", str(song), "--model", str(model)]
+    for _ in range(2):  # the late reports come in some runs only
+        result = subprocess.run(
+            command + ["-o", str(tmp_path / "out")], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "corrupt or unreadable checkpoint" in result.stderr
+        assert "tensorstore_spec" not in result.stderr and len(result.stderr) < 600
+
+
+def test_only_closed_event_loop_reports_are_dropped(monkeypatch):
+    from jaxsep import cli
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    cli._drop_closed_event_loop_reports()
+    cli._drop_closed_event_loop_reports()  # idempotent: one wrapper, not two
+    hook = sys.unraisablehook
+    closed = types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"))
+    other = types.SimpleNamespace(exc_value=RuntimeError("boom"))
+    hook(closed)
+    hook(other)
+    assert seen == [other]
