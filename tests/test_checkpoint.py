@@ -107,6 +107,19 @@ def test_malformed_config(tmp_path, tiny_model, text, expected):
     assert_one_line(error, "config.json", expected)
 
 
+def test_saving_needs_a_model_name_and_loading_an_object_of_kwargs(tmp_path, tiny_model):
+    config, variables, _ = tiny_model
+    with pytest.raises(JaxsepError) as error:
+        save_model_dir(tmp_path / "nameless", {**config, "model": None}, variables)
+    assert_one_line(error, "nameless", "needs a 'model' name")
+    assert not (tmp_path / "nameless").exists()
+    path = save_model_dir(tmp_path / "model", config, variables)
+    (path / "config.json").write_text(json.dumps({**config, "model_kwargs": [3]}))
+    with pytest.raises(JaxsepError) as error:
+        load(path)
+    assert_one_line(error, "config.json", "'model_kwargs' must be an object")
+
+
 def test_unknown_model_name(tmp_path, tiny_model):
     config, variables, _ = tiny_model
     path = save_model_dir(tmp_path / "model", config, variables)

@@ -67,6 +67,20 @@ def test_train_rejects_missing_config_and_stray_args(capsys, tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_train_names_a_missing_or_unknown_recipe(capsys, tmp_path):
+    for name, body, words in [
+        ("none.py", "ml_collections.ConfigDict({'seed': 0})", "config has no 'recipe' field"),
+        ("typo.py", "ml_collections.ConfigDict({'recipe': 'xumx_vgish'})", "unknown recipe"),
+    ]:
+        config = tmp_path / name
+        config.write_text(
+            f"import ml_collections\n\ndef get_config(arg=None):\n    return {body}\n"
+        )
+        assert main(["train", "--config", str(config), "--workdir", str(tmp_path / "w")]) == 2
+        assert words in _one_line_error(capsys)
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").rglob("*"))
+
+
 def test_synth_unknown_soundfont_writes_nothing(capsys, tmp_path):
     out = tmp_path / "corpus"
     assert main(["synth", str(out), "--songs", "1", "--soundfonts", "nope.sf2"]) == 2

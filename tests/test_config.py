@@ -74,6 +74,10 @@ def test_missing_and_broken_config_files(tmp_path):
     broken.write_text("def get_config(arg=None):\n    return 1/0\n")
     with pytest.raises(JaxsepError, match="ZeroDivisionError"):
         load_config(str(broken))
+    raises_on_import = tmp_path / "typo.py"
+    raises_on_import.write_text("import no_such_module_here\n")
+    with pytest.raises(JaxsepError, match="typo.py: cannot load config: ModuleNotFoundError"):
+        load_config(str(raises_on_import))
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")
     with pytest.raises(JaxsepError, match="defines no get_config"):

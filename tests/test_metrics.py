@@ -212,3 +212,11 @@ def test_bss_eval_rejects_bad_input_in_one_line(short_song, clean_scores):
         np.testing.assert_allclose(jax_scores.framewise()[name], theirs, rtol=0, atol=1e-3)
     with pytest.raises(JaxsepError, match="unknown backend"):
         bss_eval(references, clean, SAMPLE_RATE, backend="torch")
+    noisy = clean.copy()
+    noisy[0, 5, 0] = np.nan
+    with pytest.raises(JaxsepError, match="contain NaN or inf"):
+        bss_eval(references, noisy, SAMPLE_RATE)
+    with pytest.raises(JaxsepError, match="must be positive, got 0, 1.0, 1.0"):
+        bss_eval(references, clean, 0)
+    with pytest.raises(JaxsepError, match="at least one \\(time\\) axis, got a scalar"):
+        si_sdr(np.float32(1.0), np.float32(1.0))
