@@ -152,3 +152,35 @@ def test_umx_unknown_key_and_missing_target_fail(fixtures_dir, tmp_path):
     save(copy / "drums.pth", {**state_dict, "fc4.weight": torch.zeros(2, 2)})
     with pytest.raises(JaxsepError, match=r"unexpected keys.*fc4\.weight"):
         convert_umx(copy)
+
+
+def test_umx_folder_problems_fail_in_one_line_naming_the_file(fixtures_dir, tmp_path):
+    folder = fixtures_dir / "umx" / "tiny_model"
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+
+    def error(path, **kwargs):
+        with pytest.raises(JaxsepError) as info:
+            convert_umx(path, **kwargs)
+        message = str(info.value)
+        assert "\n" not in message
+        return message
+
+    assert "no such file or folder" in error(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    assert "no <target>.pth files" in error(tmp_path / "empty")
+    drums = torch.load(copy / "drums.pth", weights_only=True)
+    save(copy / "drums.pth", {"state_dict": drums})  # a training checkpoint, not the weights
+    message = error(copy)
+    assert str(copy / "drums.pth") in message and "plain tensor dict" in message
+    narrow = {k: v[..., :2] if k == "input_mean" else v for k, v in drums.items()}
+    save(copy / "drums.pth", drums)
+    save(copy / "other.pth", narrow)
+    message = error(copy, targets=["drums", "other"])
+    assert "[other]" in message and "differ from the other targets" in message
+    (copy / "other.pth").unlink()
+    (copy / "separator.json").write_text("{not json")
+    message = error(copy)
+    assert str(copy / "separator.json") in message and "not a readable JSON file" in message
+    (copy / "separator.json").write_text('{"nfft": 1024, "nhop": 256}')
+    assert "nfft 1024 in the json does not match the weights (n_fft 512)" in error(copy)
