@@ -97,6 +97,15 @@ def test_bad_files_fail_with_one_line_naming_the_problem(fixture, tmp_path):
     softmax = json.dumps({"modules": {"mask": {"args": {"activation": ["softmax"]}}}})
     cases.append(({"state_dict": state, "config": softmax}, "activation"))
     cases.append(([1, 2, 3], "not a nussl checkpoint"))
+    cases.append(({**state, "layers.step": 3}, "entry 'layers.step' is not a tensor"))
+    narrow = {**state, "layers.recurrent_stack.rnn.weight_ih_l0": torch.zeros(7, 5)}
+    cases.append((narrow, r"weight_ih_l0 has 7 rows, expected 4 x hidden"))
+    odd_head = {**state, "layers.mask.linear.weight": state["layers.mask.linear.weight"][:-1]}
+    cases.append((odd_head, "mask.linear has .* outputs, not a multiple of"))
+    cases.append(({"state_dict": state, "config": "{not json"}, "'config' is not valid JSON"))
+    cases.append(({"state_dict": [1], "config": "{}"}, "'state_dict' is not a dict of tensors"))
+    gru = json.dumps({"modules": {"recurrent_stack": {"args": {"rnn_type": "gru"}}}})
+    cases.append(({"state_dict": state, "config": gru}, "rnn_type 'gru' is not supported"))
     for obj, message in cases:
         with pytest.raises(JaxsepError, match=message) as info:
             convert_chimera(save(tmp_path, obj))

@@ -105,6 +105,20 @@ def test_shape_and_model_args_mismatches_fail(package, tmp_path):
         convert_xumx(edited_package(package, tmp_path, max_bin=100))
     with pytest.raises(JaxsepError, match="'ConvTasNet'"):
         convert_xumx(save(tmp_path / "other.pth", {**package, "model_name": "ConvTasNet"}))
+    with pytest.raises(JaxsepError, match="model_args in_chan=1024 but weights need 512"):
+        convert_xumx(edited_package(package, tmp_path, in_chan=1024))
+    with pytest.raises(JaxsepError, match=r"spec_power=2 is not supported \(1\)"):
+        convert_xumx(edited_package(package, tmp_path, spec_power=2))
+    with pytest.raises(JaxsepError, match="not an asteroid model package"):
+        convert_xumx(save(tmp_path / "list.pth", [package["state_dict"]]))
+    # vocals cut to 100 input bins, consistently (its statistics and first layer)
+    narrow = dict(package["state_dict"])
+    for key in ("mean_scale.input_mean_vocals", "mean_scale.input_scale_vocals"):
+        narrow[key] = narrow[key][:100]
+    first = "layer_enc.vocals.enc.0.weight"
+    narrow[first] = narrow[first][:, :200]
+    with pytest.raises(JaxsepError, match="source 'vocals' has sizes .* !="):
+        convert_xumx(save(tmp_path / "narrow.pth", {**package, "state_dict": narrow}))
 
 
 def test_corrupt_foreign_and_missing_files_fail_in_one_line(tmp_path):
