@@ -89,6 +89,12 @@ def test_unknown_missing_and_misshaped_keys_are_named():
         convert.pca_to_variables({"pca_eigen_vectors": np.eye(128)})
     with pytest.raises(JaxsepError, match=r"unexpected PCA keys: extra"):
         convert.pca_to_variables({"pca_eigen_vectors": np.eye(128), "pca_means": 0, "extra": 1})
+    with pytest.raises(JaxsepError, match=r"pca_eigen_vectors has shape \(64, 128\)"):
+        convert.pca_to_variables({"pca_eigen_vectors": np.eye(64, 128), "pca_means": np.zeros(128)})
+    with pytest.raises(JaxsepError, match=r"pca_means has shape \(2, 128\), expected \(128,\)"):
+        convert.pca_to_variables(
+            {"pca_eigen_vectors": np.eye(128), "pca_means": np.zeros((2, 128))}
+        )
 
 
 def test_corrupt_and_missing_files_fail_in_one_line(tmp_path):
@@ -103,3 +109,10 @@ def test_corrupt_and_missing_files_fail_in_one_line(tmp_path):
     torch.save([torch.zeros(2)], listing)
     with pytest.raises(JaxsepError, match="expected a dict of arrays"):
         convert.load_torch_arrays(listing)
+    counted = tmp_path / "counted.pth"
+    torch.save({"features.0.weight": torch.zeros(2), "steps": 3}, counted)
+    with pytest.raises(JaxsepError, match="entry 'steps' is a Python int, not an array"):
+        convert.load_torch_arrays(counted)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"features.0.bias": torch.ones(2)}}, wrapped)
+    np.testing.assert_array_equal(convert.load_torch_arrays(wrapped)["features.0.bias"], [1, 1])

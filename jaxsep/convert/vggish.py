@@ -109,7 +109,7 @@ def _to_numpy(value, path: Path, key: str) -> np.ndarray:
         return value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
         return value
-    raise JaxsepError(f"{path}: entry {key!r} is a {type(value).__name__}, not an array")
+    raise JaxsepError(f"{path}: entry {key!r} is a Python {type(value).__name__}, not an array")
 
 
 def load_torch_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
