@@ -133,6 +133,16 @@ def test_corrupt_truncated_foreign_files(tmp_path, fixtures_dir):
     )
     _assert_one_line_error(foreign, "not a Jukebox VQ-VAE checkpoint")
     _assert_one_line_error(tmp_path / "absent.pth.tar", "no such checkpoint file")
+    listing = _save(tmp_path, "list.pth", [torch.zeros(3)])
+    _assert_one_line_error(listing, "expected a dict checkpoint, got list")
+
+
+def test_integer_tensors_are_refused_by_name(tmp_path, reference):
+    state = dict(reference[0]["model"])
+    key = next(iter(state))
+    state[key] = state[key].to(torch.int32)
+    path = _save(tmp_path, "ints.pth", {**reference[0], "model": state})
+    _assert_one_line_error(path, f"entry '{key}' is not a floating-point tensor")
 
 
 def test_missing_unexpected_and_misshaped_keys(tmp_path, reference):
