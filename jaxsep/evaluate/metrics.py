@@ -132,7 +132,9 @@ def bss_eval(
     `backend="jax"` runs `jaxsep.evaluate.bsseval.bss_eval_v4` (same scores, many times faster).
     """
     if backend not in BSSEVAL_BACKENDS:
-        raise JaxsepError(f"bss_eval: unknown backend {backend!r} (use 'museval' or 'jax')")
+        raise JaxsepError(
+            f"bss_eval: unknown backend {backend!r} (use one of {', '.join(BSSEVAL_BACKENDS)})"
+        )
     refs = np.asarray(references, np.float64)
     ests = np.asarray(estimates, np.float64)
     if refs.ndim != 3 or ests.ndim != 3:

@@ -169,16 +169,9 @@ class RunCheckpointer:
 
 def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """`{"params/hidden/kernel": shape}` of a state or of orbax's metadata of one (whose
-    namedtuple fields come back as dict keys: every key is compared by its name)."""
+    namedtuple fields come back as dict keys: `simple` key paths name both alike)."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     return {
-        "/".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+        jax.tree_util.keystr(path, simple=True, separator="/"): tuple(getattr(leaf, "shape", ()))
         for path, leaf in flat
     }
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
