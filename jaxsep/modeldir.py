@@ -1,7 +1,8 @@
 """Model directories: `config.json` + an orbax checkpoint of the variables (DESIGN §3, §9).
 
     DIR/config.json   {"model": "<module in jaxsep.models>", "model_kwargs": {...}, ...}
-    DIR/variables/    orbax checkpoint of {"params": ..., "batch_stats": ... where present}
+    DIR/variables/    orbax checkpoint of {"params": ..., plus "batch_stats" / "codebook" /
+                      "pca" / "embedding" (a Concat X-UMX's frozen VGGish) where the model has them}
 
 `convert`, `train` and `separate` read and write this one format. Variables are saved as host
 numpy arrays, so a directory loads on any device layout.

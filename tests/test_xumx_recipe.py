@@ -1,15 +1,19 @@
 """The xumx_vggish recipe end to end: tiny configs of every method through the real trainer on a
 synthetic corpus, exported model directories that `jaxsep.load` reads."""
 
+import dataclasses
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxsep
 from jaxsep.data.synth import synthesize_corpus
-from jaxsep.models.embeddings import conditioning_features
+from jaxsep.data.tracks import MusdbSource
+from jaxsep.evaluate import latent
+from jaxsep.models.embeddings import conditioning_features, frozen_embedding
 from jaxsep.recipes.xumx_vggish import config_for, train
 
 
@@ -70,6 +74,43 @@ def test_concat_model_needs_and_rebuilds_its_features(corpus, tmp_path):
     assert out.shape == (1, 4, 1 + 44100 // 128, 257, 2) and bool(jnp.all(jnp.isfinite(out)))
     with pytest.raises(jaxsep.JaxsepError, match="extra"):
         model.module.apply(model.variables, wave)
+    # the directory carries the frozen VGGish it was trained with (as the trainer held it);
+    # skip_concat below: encoder (32) + BLSTM (2 x 16) features
+    _, trained_with = frozen_embedding(model.config["conditioning"])
+    assert sorted(model.variables["embedding"]) == sorted(trained_with)
+    for stored, original in zip(
+        jax.tree.leaves(model.variables["embedding"]), jax.tree.leaves(trained_with)
+    ):
+        np.testing.assert_array_equal(stored, np.asarray(original))
+    _check_concat_separation_and_latents(model, corpus)
+
+
+def _check_concat_separation_and_latents(model, corpus):
+    """Separation and latents of a Concat model read the embedding from its variables: a program
+    argument (not 288 MB of constants rebuilt from config.json), so changing it changes the
+    result, and a directory without it fails in one line."""
+    audio = 0.1 * np.random.default_rng(2).standard_normal((3 * 44100, 2)).astype(np.float32)
+    stems = jaxsep.Separator(model, segment=1.0, batch_size=2)(audio, 44100)
+    assert sorted(stems) == ["bass", "drums", "other", "vocals"]
+    assert all(s.shape == audio.shape and np.all(np.isfinite(s)) for s in stems.values())
+    silenced = dict(model.variables)
+    silenced["embedding"] = jax.tree.map(np.zeros_like, model.variables["embedding"])
+    other = dataclasses.replace(model, variables=silenced)
+    changed = jaxsep.Separator(other, segment=1.0, batch_size=2)(audio, 44100)
+    assert max(np.abs(changed[k] - stems[k]).max() for k in stems) > 1e-6
+    source = MusdbSource(corpus, subset="test", stems=tuple(model.config["sources"]))
+    kwargs = dict(excerpts=2, seconds=1.0, frames_per_excerpt=5, batch_size=2)
+    X, labels = latent.collect_latents(model, source, **kwargs)
+    X_silenced, _ = latent.collect_latents(other, source, **kwargs)
+    assert X.shape == (2 * 4 * 5, 64) and np.all(np.isfinite(X)) and len(labels) == len(X)
+    assert np.abs(X - X_silenced).max() > 1e-6
+    old = dict(model.variables)
+    del old["embedding"]
+    old = dataclasses.replace(model, variables=old)
+    with pytest.raises(jaxsep.JaxsepError, match="frozen embedding's parameters .* --workdir"):
+        jaxsep.Separator(old, segment=1.0, batch_size=2)(audio, 44100)
+    with pytest.raises(jaxsep.JaxsepError, match="frozen embedding's parameters"):
+        latent.collect_latents(old, source, **kwargs)
 
 
 @pytest.mark.parametrize("method", ["conreg", "disreg"])

@@ -93,6 +93,7 @@ def collect_latents(
     import jax
 
     from jaxsep.data.mixing import ExcerptSampler, level_db
+    from jaxsep.models.embeddings import conditioning_features, stored_embedding
 
     module = model.module
     _check_model_and_source(model, source)
@@ -107,7 +108,10 @@ def collect_latents(
     per_item = 1 if inputs == "mixture" else len(sources)
 
     @jax.jit
-    def latent_of(variables, wave, extra):
+    def latent_of(variables, wave):
+        extra = None
+        if module.extra_features:  # Concat: the stored frozen embedding, an argument here
+            extra = conditioning_features(model.config, wave, stored_embedding(variables))
         _, state = module.apply(variables, wave, extra=extra, mutable=["intermediates"])
         return state["intermediates"][layer][0]  # sow keeps a tuple of the values
 
@@ -123,12 +127,7 @@ def collect_latents(
         # pad the last batch to the full size: one shape, one compilation
         wave = np.pad(wave, ((0, batch_size * per_item - rows), (0, 0), (0, 0)))
         wave = wave.astype(np.float32)
-        extra = None
-        if module.extra_features:
-            from jaxsep.models.embeddings import conditioning_features
-
-            extra = conditioning_features(model.config, wave)
-        latent = np.asarray(latent_of(model.variables, wave, extra), np.float32)[:rows]
+        latent = np.asarray(latent_of(model.variables, wave), np.float32)[:rows]
         shared = layer in SHARED_LAYERS
         num_frames = latent.shape[1 if shared else 2]
         latent = latent.reshape(*latent.shape[: 2 if shared else 3], -1)  # masks: bins x C

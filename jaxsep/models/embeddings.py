@@ -100,8 +100,8 @@ def _vggish_params(transfer) -> dict:
     return jax.jit(VGGish().init)(rng, shape)["params"]
 
 
-def frozen_embedding(transfer: ml_collections.ConfigDict | dict) -> tuple[EmbedFn, dict]:
-    """``(embed(params, wave16k [N, T16]) -> [N, examples, 128], params)``, never trained.
+def frozen_embedding_fn(transfer: ml_collections.ConfigDict | dict) -> EmbedFn:
+    """``embed(params, wave16k [N, T16]) -> [N, examples, 128]``, never trained.
 
     ``vggish``: log-mel examples through VGGish. ``random_logmel``: the mean log-mel of each
     0.96 s example through a fixed Gaussian projection 64 -> 128 (a cheap control with the same
@@ -114,17 +114,26 @@ def frozen_embedding(transfer: ml_collections.ConfigDict | dict) -> tuple[EmbedF
         def embed(params, wave16k):
             return jax.lax.stop_gradient(module.apply({"params": params}, log_mel(wave16k)))
 
-        return embed, _vggish_params(transfer)
+        return embed
     if name == "random_logmel":
-        rng = np.random.default_rng(int(transfer["vggish_seed"]))
-        projection = rng.standard_normal((64, EMBEDDING_SIZE)).astype(np.float32) / 8.0
 
         def embed(params, wave16k):
             pooled = jnp.mean(log_mel(wave16k), axis=-2)  # [N, examples, 64]
             return jax.lax.stop_gradient(pooled @ params["projection"])
 
-        return embed, {"projection": jnp.asarray(projection)}
+        return embed
     raise JaxsepError(f"config.transfer.embedding must be one of {EMBEDDINGS}, got {name!r}")
+
+
+def frozen_embedding(transfer: ml_collections.ConfigDict | dict) -> tuple[EmbedFn, dict]:
+    """``(embed, params)``: :func:`frozen_embedding_fn` and its parameters (VGGish from
+    ``vggish_dir`` or a seeded init; the random projection from ``vggish_seed``)."""
+    embed = frozen_embedding_fn(transfer)
+    if transfer["embedding"] == "vggish":
+        return embed, _vggish_params(transfer)
+    rng = np.random.default_rng(int(transfer["vggish_seed"]))
+    projection = rng.standard_normal((64, EMBEDDING_SIZE)).astype(np.float32) / 8.0
+    return embed, {"projection": jnp.asarray(projection)}
 
 
 def mixture_features(
@@ -135,12 +144,33 @@ def mixture_features(
     return repeat_to_frames(emb, num_frames, hop, sample_rate, EXAMPLE_SECONDS)
 
 
-def conditioning_features(model_config: dict, wave: jax.Array) -> jax.Array:
-    """Rebuild a Concat model's ``extra`` input from its config.json for ``wave [B, T, C]``."""
+def stored_embedding(variables: dict) -> dict:
+    """The frozen embedding's parameters a Concat model directory carries (``"embedding"``)."""
+    if "embedding" not in variables:
+        raise JaxsepError(
+            "a Concat X-UMX model needs its frozen embedding's parameters (variables "
+            "'embedding'); model directories exported before 2026-11-22 lack them: run "
+            "`jaxsep train` on the run's --workdir again to export it anew"
+        )
+    return variables["embedding"]
+
+
+def conditioning_features(
+    model_config: dict, wave: jax.Array, embedding_params: dict | None = None
+) -> jax.Array:
+    """A Concat model's ``extra`` input for ``wave [B, T, C]``.
+
+    ``embedding_params`` is the model directory's ``variables["embedding"]`` (the frozen
+    embedding it was trained with). Pass it under ``jax.jit``: params built here from
+    ``config["conditioning"]`` (the default, for eager calls) would be closed over, and XLA
+    would bake a VGGish's 288 MB into the program as constants.
+    """
     cond = model_config.get("conditioning")
     if not cond:
         raise JaxsepError("model config has no 'conditioning': not a Concat model")
-    embed, params = frozen_embedding(cond)
+    embed, params = frozen_embedding_fn(cond), embedding_params
+    if params is None:
+        params = frozen_embedding(cond)[1]
     kwargs = model_config["model_kwargs"]
     frames = 1 + wave.shape[1] // kwargs["hop"]
     rate = int(model_config["sample_rate"])

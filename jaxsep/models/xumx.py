@@ -329,7 +329,9 @@ def separate_waveforms(
     """`[B, T, C]` mixture -> `[B, S, T, C]` sources: masked magnitudes, the multichannel Wiener
     EM post-filter (mixture phase when `wiener_iterations` is 0), then the inverse STFT.
 
-    A Concat model (`extra_features > 0`) rebuilds its conditioning from `config["conditioning"]`.
+    A Concat model (`extra_features > 0`) computes its conditioning with the frozen embedding
+    stored in its directory (`variables["embedding"]`, an argument of the jitted call, not
+    constants of the program) as `config["conditioning"]` describes.
     """
     from jaxsep.audio.stft import istft
     from jaxsep.audio.wiener import wiener
@@ -337,11 +339,11 @@ def separate_waveforms(
     settings = _separation_settings(config, module.bridge)
     extra = None
     if module.extra_features:
-        from jaxsep.models.embeddings import conditioning_features
+        from jaxsep.models.embeddings import conditioning_features, stored_embedding
 
         if not config or "conditioning" not in config:
             raise JaxsepError("a Concat X-UMX model needs the 'conditioning' block of config.json")
-        extra = conditioning_features(config, wave)
+        extra = conditioning_features(config, wave, stored_embedding(variables))
     spec = mixture_stft(wave, module.n_fft, module.hop, module.center)  # [B, F, K, C]
     magnitudes = module.apply(variables, jnp.abs(spec), method="from_magnitude", extra=extra)
     iterations = int(settings["wiener_iterations"])

@@ -5,8 +5,9 @@
 * ``baseline``: X-UMX with the multi-domain + combination loss (``jaxsep.losses.xumx.mdl_loss``).
 * ``concat``: VGGish embeddings of the *mixture*, repeated onto the STFT frames, are concatenated
   to every source's LSTM input (after bridge 1; ``XUMX(extra_features=128)``). The model needs
-  the same features at inference: config.json's ``conditioning`` says how to rebuild them
-  (:func:`conditioning_features`).
+  the same features at inference: config.json's ``conditioning`` says how to rebuild them and
+  the model directory stores the frozen VGGish as ``variables["embedding"]``
+  (:func:`conditioning_features`; the directory does not depend on ``vggish_dir`` any more).
 * ``conreg``: a per-source 1x1 projection (Dense, per frame) of a per-source latent to 128-d is
   pulled towards the VGGish embedding of the same source's true stem and pushed (margin 0.2)
   from the other stems' (``losses.xumx.con_reg``); the head is dropped at export.
@@ -322,7 +323,8 @@ def _conditioning(config: ml_collections.ConfigDict) -> dict | None:
         "final_relu": bool(config.transfer.final_relu),
         "features": EMBEDDING_SIZE,
         "frame_rule": "example = min(floor(frame * hop / rate / 0.96), examples - 1)",
-        "note": "apply(v, wave, extra=jaxsep.recipes.xumx_vggish.conditioning_features(cfg, wave))",
+        "note": "apply(v, wave, extra=jaxsep.models.embeddings.conditioning_features("
+        "cfg, wave, v['embedding'])); vggish_dir is where the stored embedding came from",
     }
 
 
@@ -415,4 +417,6 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
         "params": state["params"]["xumx"],
         "batch_stats": state["model_state"]["batch_stats"],
     }
+    if conditioning:  # the frozen embedding travels with the model: the directory stands alone
+        variables["embedding"] = state["model_state"]["embedding"]
     return save_model_dir(Path(workdir) / "model", export, variables)
