@@ -375,15 +375,15 @@ def train_stage1(config, workdir: Path) -> Path:
         return loss, (metrics, {"codebook": codebook})
 
     def eval_fn(params, model_state):
-        return {"loss": float(eval_loss(params, model_state["codebook"]))}
+        return {"loss": float(eval_loss(params, model_state["codebook"], eval_x))}
 
     if config.eval_every:
         eval_x = _eval_batch(config)["sources"][:, 0]
-        eval_loss = jax.jit(
-            lambda params, codebook: forward_loss(
-                params, codebook, eval_x, jax.random.key(0), False
-            )[0]
-        )
+
+        # the batch is an argument, not a constant of the program (see mask_demo)
+        @jax.jit
+        def eval_loss(params, codebook, x):
+            return forward_loss(params, codebook, x, jax.random.key(0), False)[0]
 
     state = _run(config, workdir, init_fn, loss_fn, excerpts, eval_fn)
     return save_model_dir(
@@ -478,11 +478,11 @@ def train_stage2(config, workdir: Path) -> Path:
         return loss, (metrics, model_state)
 
     def eval_fn(params, model_state):
-        return {"loss": float(eval_loss(params, model_state["target"]))}
+        return {"loss": float(eval_loss(params, model_state["target"], eval_data))}
 
     if config.eval_every:
         eval_data = _eval_batch(config)
-        eval_loss = jax.jit(lambda params, target: batch_loss(params, target, eval_data)[0])
+        eval_loss = jax.jit(lambda params, target, batch: batch_loss(params, target, batch)[0])
 
     state = _run(config, workdir, init_fn, loss_fn, excerpts, eval_fn)
     variables = stage2_variables(config.stem, exported_params(config, state), stem_variables)
