@@ -1,5 +1,7 @@
 """Audio file reading, writing and resampling: round trips and one-line errors naming the file."""
 
+import subprocess
+
 import numpy as np
 import pytest
 import soundfile
@@ -86,6 +88,24 @@ def test_truncated_header(tmp_path, stereo):
     with pytest.raises(JaxsepError, match="cannot decode") as error:
         read_audio(path)
     assert_one_line_error(error, path)
+
+
+def test_container_libsndfile_lacks_is_decoded_through_ffmpeg(tmp_path):
+    """An AAC .m4a (what many users hold) goes through the audioread/ffmpeg fallback."""
+    tone = np.concatenate([sine(440, 44100, 1.0)[:, :1], sine(1000, 44100, 1.0)[:, 1:]], axis=1)
+    wav = write_audio(tmp_path / "tone.wav", tone, 44100)
+    m4a = tmp_path / "tone.m4a"
+    assert m4a.suffix not in {"." + f.lower() for f in soundfile.available_formats()}
+    encode = ["ffmpeg", "-v", "error", "-i", str(wav), "-c:a", "aac", "-b:a", "192k", str(m4a)]
+    subprocess.run(encode, check=True)
+    audio, rate = read_audio(m4a, sample_rate=44100, channels=2)
+    assert rate == 44100 and audio.dtype == np.float32 and audio.shape[1] == 2
+    assert abs(len(audio) - len(tone)) <= 4096  # AAC's priming and last frame
+    middle = audio[4096:-4096]
+    expected_rms = np.sqrt((tone[4096:-4096] ** 2).mean(axis=0))
+    np.testing.assert_allclose(np.sqrt((middle**2).mean(axis=0)), expected_rms, rtol=0.02)
+    for channel, frequency in ((0, 440), (1, 1000)):
+        assert abs(dominant_frequency(middle[:, channel], 44100) - frequency) < 2
 
 
 @pytest.mark.parametrize("name", ["noise.wav", "noise.flac", "noise.m4a"])

@@ -154,3 +154,38 @@ def test_fft_resampler_against_resampy(fixtures_dir):
     interior = (slice(None), slice(5, -5), slice(0, 62))
     np.testing.assert_allclose(ours[interior], theirs[interior], atol=2e-3)
     assert np.abs(ours - theirs).mean() < 0.01
+
+
+def test_frozen_embedding_reads_a_vggish_model_directory(tmp_path, fixtures_dir):
+    """`transfer.vggish_dir` (a `jaxsep convert vggish` output) is the VGGish the recipe runs."""
+    from jaxsep.convert import convert_to_model_dir
+    from jaxsep.errors import JaxsepError
+    from jaxsep.modeldir import save_model_dir
+    from jaxsep.models.embeddings import frozen_embedding
+    from jaxsep.models.vggish import VGGish
+
+    shapes = jax.eval_shape(VGGish().init, jax.random.key(0), jnp.zeros((1, 96, 64)))["params"]
+    # every leaf its own constant: a 288 MB tree that compresses on disk, leaves told apart
+    leaves, treedef = jax.tree.flatten(shapes)
+    params = jax.tree.unflatten(
+        treedef, [np.full(s.shape, 1e-3 * (i + 1), np.float32) for i, s in enumerate(leaves)]
+    )
+    vggish_dir = tmp_path / "vggish"
+    save_model_dir(vggish_dir, {"model": "vggish", "sample_rate": 16000}, {"params": params})
+    transfer = {"embedding": "vggish", "vggish_dir": str(vggish_dir), "vggish_seed": 0}
+    embed, loaded = frozen_embedding({**transfer, "final_relu": False})
+    for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(got, want)
+    wave16k = jnp.asarray(np.random.default_rng(0).standard_normal((2, 16000)), jnp.float32)
+    features = jax.jit(embed)(loaded, wave16k)
+    assert features.shape == (2, 1, 128) and bool(jnp.all(jnp.isfinite(features)))
+    expected = VGGish().apply({"params": params}, log_mel(wave16k))
+    np.testing.assert_allclose(features, expected, rtol=1e-5)
+
+    xumx_dir = convert_to_model_dir(
+        "xumx", fixtures_dir / "xumx" / "xumx_tiny_package.pth", tmp_path / "xumx"
+    )
+    with pytest.raises(JaxsepError, match="not a VGGish model directory"):
+        frozen_embedding({**transfer, "vggish_dir": str(xumx_dir), "final_relu": False})
+    with pytest.raises(JaxsepError, match="model directory not found"):
+        frozen_embedding({**transfer, "vggish_dir": str(tmp_path / "nope"), "final_relu": False})
