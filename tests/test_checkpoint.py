@@ -131,6 +131,16 @@ def test_unknown_model_name(tmp_path, tiny_model):
     with pytest.raises(JaxsepError) as error:
         load(path)
     assert_one_line(error, "config.json", "model_kwargs")
+    # values a model's own config class rejects (ValueError), e.g. a hand-edited VQ-VAE
+    for kwargs, reason in [
+        ({"bogus": 1}, "unknown VQ-VAE config keys: bogus"),
+        ({"levels": 2, "downs_t": [3]}, "downs_t needs 2 entries"),
+        ({"downs_t": ["three", 2, 2]}, "invalid literal"),
+    ]:
+        (path / "config.json").write_text(json.dumps({"model": "vqvae", "model_kwargs": kwargs}))
+        with pytest.raises(JaxsepError) as error:
+            load(path)
+        assert_one_line(error, "config.json", f"model 'vqvae': bad model_kwargs: {reason}")
 
 
 def test_corrupt_or_missing_checkpoint(tmp_path, tiny_model):

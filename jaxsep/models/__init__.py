@@ -35,5 +35,5 @@ def build_model(name: str, **kwargs: Any):
         raise JaxsepError(f"model module jaxsep.models.{name} defines no `Model`")
     try:
         return factory(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # unknown kwargs; values a config class rejects
         raise JaxsepError(f"model {name!r}: bad model_kwargs: {e}") from e
