@@ -201,6 +201,22 @@ def test_deployed_set_merges_stems(stage2, tmp_path):
     assert out.shape == (2, 2, 4096, 2)
     single = model.module.apply(model.variables, wave)
     np.testing.assert_allclose(out[:, 1], single[:, 0], rtol=1e-5, atol=1e-6)
+    # what cannot be merged fails in one line naming the directory
+    with pytest.raises(JaxsepError, match="no stage-2 model directories"):
+        unmix.build_deployed({}, tmp_path / "none")
+    with pytest.raises(JaxsepError, match=f"{stage2[0]}: not a single-stem 'bass' unmix"):
+        unmix.build_deployed({"bass": stage2[0]}, tmp_path / "wrong_stem")
+    kwargs = model.config["model_kwargs"]
+    wider = {**kwargs, "sources": ["drums"]}
+    wider["vqvae"] = {**kwargs["vqvae"], "width": 2 * kwargs["vqvae"]["width"]}
+    wider_dir = save_model_dir(
+        tmp_path / "wider", {**model.config, "sources": ["drums"], "model_kwargs": wider}, other
+    )
+    with pytest.raises(JaxsepError, match=f"{wider_dir}: VQ-VAE config differs"):
+        unmix.build_deployed({STEM: stage2[0], "drums": wider_dir}, tmp_path / "mixed")
+    two_levels = {"levels": 2, "downs_t": [3, 2], "strides_t": [2, 2], "multipliers": [2, 1]}
+    with pytest.raises(JaxsepError, match="levels=1, got 2"):
+        unmix.Model({**kwargs["vqvae"], **two_levels}, [STEM])
 
 
 def test_sdr_of_tiny_stage2_vs_untrained_encoder(stage2, stage1, corpus, record_property):
