@@ -176,3 +176,30 @@ def test_clip_norm_and_autoclip_are_exclusive():
         make_optimizer({"name": "adam", "lr": 1e-3, "clip_norm": 1.0, "autoclip_percentile": 10.0})
     with pytest.raises(JaxsepError, match="unknown optimizer"):
         make_optimizer({"name": "lion", "lr": 1e-3})
+
+
+@pytest.mark.parametrize(
+    "field, value, needs",
+    [
+        ("lr", -1e-3, "optimizer.lr must be > 0, got -0.001"),
+        ("lr", 0.0, "optimizer.lr must be > 0"),
+        ("lr", float("nan"), "optimizer.lr must be > 0, got nan"),
+        ("weight_decay", -1e-5, "optimizer.weight_decay must be >= 0"),
+        ("b1", 1.0, r"optimizer.b1 must be in \[0, 1\)"),
+        ("b2", -0.1, r"optimizer.b2 must be in \[0, 1\)"),
+        ("eps", -1e-8, "optimizer.eps must be >= 0"),
+        ("momentum", -0.9, "optimizer.momentum must be >= 0"),
+    ],
+)
+def test_out_of_range_hyperparameters_fail_in_one_line(field, value, needs):
+    from jaxsep.errors import JaxsepError
+
+    with pytest.raises(JaxsepError, match=needs):
+        make_optimizer({"name": "sgd", "lr": 1e-3, field: value})
+
+
+def test_bad_freeze_pattern_is_named():
+    from jaxsep.errors import JaxsepError
+
+    with pytest.raises(JaxsepError, match=r"optimizer.freeze pattern 'lstm\[': "):
+        make_optimizer({"name": "adam", "lr": 1e-3}, freeze=["lstm["])

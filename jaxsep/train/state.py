@@ -17,6 +17,7 @@ backward work.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -75,6 +76,23 @@ def scale_by_lr_scale() -> optax.GradientTransformationExtraArgs:
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _check_hyperparameters(
+    lr: float, wd: float, b1: float, b2: float, eps: float, momentum: float
+) -> None:
+    """The ranges torch.optim enforces: optax takes any float and would, e.g., climb the loss
+    with a negative learning rate."""
+    for name, value, ok, needs in [
+        ("lr", lr, 0 < lr < math.inf, "> 0"),
+        ("weight_decay", wd, 0 <= wd < math.inf, ">= 0"),
+        ("b1", b1, 0 <= b1 < 1, "in [0, 1)"),
+        ("b2", b2, 0 <= b2 < 1, "in [0, 1)"),
+        ("eps", eps, 0 <= eps < math.inf, ">= 0"),
+        ("momentum", momentum, 0 <= momentum < math.inf, ">= 0"),
+    ]:
+        if not ok:
+            raise JaxsepError(f"config: optimizer.{name} must be {needs}, got {value}")
+
+
 def make_optimizer(
     opt: ml_collections.ConfigDict | dict,
     freeze: Sequence[str] = (),
@@ -92,6 +110,12 @@ def make_optimizer(
         float(opt.get("b2", 0.999)),
         float(opt.get("eps", 1e-8)),
     )
+    _check_hyperparameters(lr, wd, b1, b2, eps, float(opt.get("momentum", 0.0)))
+    for pattern in freeze:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise JaxsepError(f"config: optimizer.freeze pattern {pattern!r}: {e}") from None
     parts = []
     if opt.get("clip_norm", 0.0) > 0 and opt.get("autoclip_percentile", 0.0) > 0:
         raise JaxsepError(
