@@ -1,5 +1,7 @@
 """The one exception type users see: a one-line message naming the file and the problem."""
 
+import numbers
+
 
 class JaxsepError(Exception):
     """Bad user input (file, config, checkpoint). The CLI prints it as one line and exits 2."""
@@ -12,3 +14,11 @@ def first_line(error: BaseException) -> str:
     line = text.splitlines()[0] if text else type(error).__name__
     # tensorstore appends the whole JSON spec of the array it failed on: noise in one line
     return line.split(" [tensorstore_spec=")[0]
+
+
+def check_sizes(owner: str, **sizes: object) -> None:
+    """Every size a positive integer, else a one-line error naming ``owner`` and the field: a zero
+    or negative layer width would otherwise fail deep inside XLA with a shape traceback."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise JaxsepError(f"{owner}: {name} must be a positive integer, got {value!r}")

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxsep.audio.stft import scipy_istft, scipy_stft
-from jaxsep.errors import JaxsepError
+from jaxsep.errors import JaxsepError, check_sizes
 from jaxsep.nn.batchnorm import TorchBatchNorm
 from jaxsep.nn.lstm import LSTM, forget_gate_bias_init
 from jaxsep.nn.precision import compute_dtype
@@ -76,6 +76,16 @@ class ChimeraNet(nn.Module):
 
     def _check(self, magnitude: Array) -> None:
         compute_dtype(self.dtype, "ChimeraNet")
+        check_sizes(
+            "ChimeraNet",
+            num_bins=self.num_bins,
+            hidden=self.hidden,
+            layers=self.layers,
+            embedding_dim=self.embedding_dim,
+            num_sources=self.num_sources,
+        )
+        if not 0 <= self.dropout < 1:
+            raise JaxsepError(f"ChimeraNet: dropout must be in [0, 1), got {self.dropout}")
         if magnitude.ndim != 3 or magnitude.shape[-1] != self.num_bins:
             raise JaxsepError(
                 f"ChimeraNet: input must be a magnitude [batch, frames, {self.num_bins}], "

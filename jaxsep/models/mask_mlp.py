@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxsep.audio.stft import istft, stft
+from jaxsep.errors import check_sizes
 
 
 def spectrogram(wave: jnp.ndarray, n_fft: int, hop: int) -> jnp.ndarray:
@@ -30,6 +31,14 @@ class MaskMLP(nn.Module):
     num_channels: int = 2
 
     def setup(self) -> None:
+        check_sizes(
+            "MaskMLP",
+            num_sources=self.num_sources,
+            n_fft=self.n_fft,
+            hop=self.hop,
+            hidden=self.hidden,
+            num_channels=self.num_channels,
+        )
         self.bins = self.n_fft // 2 + 1
         self.fc1 = nn.Dense(self.hidden)
         self.fc2 = nn.Dense(self.hidden)

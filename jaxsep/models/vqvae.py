@@ -15,6 +15,7 @@ activations; latents, quantiser and reconstructions stay float32 (`jaxsep.nn.pre
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any
 
 import flax.linen as nn
@@ -55,9 +56,15 @@ class VQVAEConfig:
     def __post_init__(self) -> None:
         for name in ("downs_t", "strides_t", "multipliers"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        for name in ("levels", "emb_width", "l_bins", "width", "depth", "input_channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("downs_t", "strides_t", "multipliers"):
             if len(getattr(self, name)) < self.levels:
                 raise ValueError(f"{name} needs {self.levels} entries, got {getattr(self, name)}")
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must hold positive integers, got {getattr(self, name)}")
         object.__setattr__(self, "dtype", compute_dtype(self.dtype, "VQ-VAE config").name)
 
     @classmethod

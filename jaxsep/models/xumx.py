@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxsep.audio.stft import stft
-from jaxsep.errors import JaxsepError
+from jaxsep.errors import JaxsepError, check_sizes
 from jaxsep.nn.batchnorm import TorchBatchNorm
 from jaxsep.nn.lstm import (
     LSTM,
@@ -64,6 +64,8 @@ def bandwidth_to_max_bin(rate: float, n_fft: int, bandwidth: float) -> int:
 
     44100 Hz, n_fft 4096, 16 kHz -> 1487.
     """
+    if not bandwidth > 0:
+        raise JaxsepError(f"bandwidth must be > 0 Hz, got {bandwidth}")
     freqs = np.linspace(0, float(rate) / 2, n_fft // 2 + 1, endpoint=True)
     return int(np.max(np.where(freqs <= bandwidth)[0])) + 1
 
@@ -206,6 +208,16 @@ class XUMX(nn.Module):
 
     def _check(self, where: str, shape: tuple[int, ...], channel_axis: int = -1) -> None:
         compute_dtype(self.dtype, "XUMX")
+        check_sizes(
+            "XUMX",
+            n_fft=self.n_fft,
+            hop=self.hop,
+            hidden_size=self.hidden_size,
+            nb_layers=self.nb_layers,
+            nb_channels=self.nb_channels,
+        )
+        if self.extra_features != 0:  # 0: no conditioning input
+            check_sizes("XUMX", extra_features=self.extra_features)
         if len(self.sources) == 0 or len(set(self.sources)) != len(self.sources):
             raise JaxsepError(f"XUMX: sources must be distinct names, got {self.sources!r}")
         if self.max_bin is not None and not 0 < self.max_bin <= self.nb_bins:

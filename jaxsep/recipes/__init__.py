@@ -25,4 +25,7 @@ def train_recipe(config: ml_collections.ConfigDict, workdir: Path) -> Path:
         if e.name == f"jaxsep.recipes.{name}":
             raise JaxsepError(f"unknown recipe {name!r} (no module jaxsep.recipes.{name})") from e
         raise
+    from jaxsep.train.loop import check_train_config
+
+    check_train_config(config)  # before the recipe reads data or compiles anything
     return module.train(config, Path(workdir))

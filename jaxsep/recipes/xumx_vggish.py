@@ -44,7 +44,7 @@ from jaxsep.data.tracks import (
     musdb_source_from_config,
     validation_source_from_config,
 )
-from jaxsep.errors import JaxsepError
+from jaxsep.errors import JaxsepError, check_sizes
 from jaxsep.losses.xumx import con_reg, dis_reg, mdl_loss, stem_embeddings
 from jaxsep.modeldir import save_model_dir
 from jaxsep.models.embeddings import (
@@ -164,6 +164,8 @@ class ProjectionHead(nn.Module):
 
 def model_kwargs(config: ml_collections.ConfigDict, sample_rate: int, channels: int) -> dict:
     m = config.model
+    sizes = {k: m[k] for k in ("n_fft", "hop", "hidden_size", "nb_layers")}
+    check_sizes("config.model", **sizes)  # before any STFT of the data uses them
     return {
         "sources": tuple(config.data.stems),
         "n_fft": int(m.n_fft),
@@ -342,8 +344,8 @@ def train(config: ml_collections.ConfigDict, workdir: Path) -> Path:
         coherent=config.data.coherent,
     )
     augment = Augmentation(**config.data.augment.to_dict())
-    mean, std = input_statistics(sampler, augment, config)
     kwargs = model_kwargs(config, rate, channels)
+    mean, std = input_statistics(sampler, augment, config)
     module = XUMX(**kwargs)
     objective = XumxObjective(config, module, rate)
     frames = 1 + sampler.frames // module.hop

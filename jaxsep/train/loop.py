@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +74,44 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.plateau.cooldown = 0
     c.plateau.min_lr = 0.0
     return c
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str) -> Any:
+    """``config["a"]["b"]`` for ``"a.b"``; None where a recipe has no such key."""
+    value = config
+    for part in key.split("."):
+        if not hasattr(value, "get") or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def check_train_config(config: ml_collections.ConfigDict) -> None:
+    """One-line errors for trainer keys out of range, before any data or compile work (a negative
+    step count trained nothing and exported the initial weights; a plateau factor >= 1 raised
+    the learning rate; zero eval examples failed deep in numpy)."""
+    minimum = {"num_steps": 1, "batch_size": 1, "data.stats_examples": 1}
+    for key in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        minimum[key] = 0  # 0: never (eval) or every step (log, checkpoint), 0 kept = 1
+    for key in ("early_stop_patience", "plateau.patience", "plateau.cooldown", "data.workers"):
+        minimum[key] = 0
+    if (_lookup(config, "eval_every") or 0) > 0:
+        minimum["data.eval_examples"] = 1
+    for key, low in minimum.items():
+        value = _lookup(config, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            needs = "a positive integer" if low == 1 else "an integer >= 0"
+            raise JaxsepError(f"config: {key} must be {needs}, got {value!r}")
+    for key, ok, needs in [
+        ("plateau.factor", lambda v: 0 < v < 1, "in (0, 1)"),
+        ("plateau.threshold", lambda v: v >= 0, ">= 0"),
+        ("plateau.min_lr", lambda v: v >= 0, ">= 0"),
+    ]:
+        value = _lookup(config, key)
+        if value is not None and not ok(value):
+            raise JaxsepError(f"config: {key} must be {needs}, got {value!r}")
 
 
 def _to_dict(config) -> dict:
@@ -197,6 +236,7 @@ def train(
     Returns the final train state. Writes `workdir/checkpoints/` and appends to
     `workdir/metrics.jsonl` (after a crash, steps past the last checkpoint are logged again).
     """
+    check_train_config(config)
     if not (hasattr(train_iter, "get_state") and hasattr(train_iter, "set_state")):
         raise TypeError(
             "train_iter needs get_state()/set_state() (a grain DatasetIterator has them)"
