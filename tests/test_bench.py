@@ -253,6 +253,12 @@ def test_bad_options_raise_one_line_errors(tmp_path):
     assert not (tmp_path / "x.jsonl").exists()
     with pytest.raises(JaxsepError, match="--precision must be one of fp32, tf32, bf16"):
         run_bench("vggish", precision="fp16", out=tmp_path / "x.jsonl")
+    # a typo in a variant name used to fall back silently to the default variants
+    with pytest.raises(JaxsepError, match="--jax-variants takes names from .*, got scna"):
+        run_bench("umx", jax_variants=("scna",), out=tmp_path / "x.jsonl")
+    with pytest.raises(JaxsepError, match="--workers takes worker counts >= 0 .*, got 0,-1"):
+        run_bench("pipeline", pipeline_workers=(0, -1), out=tmp_path / "x.jsonl")
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 def test_bf16_records_each_frameworks_error_against_float32(tmp_path):

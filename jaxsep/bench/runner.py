@@ -34,6 +34,9 @@ from jaxsep.errors import JaxsepError
 ALL = ("xumx", "umx", "chimera", "vqvae", "vggish", "pipeline")
 RESULTS_ROOT = Path("benchmarks/results")
 PRECISIONS = ("fp32", "tf32", "bf16")
+# every JAX variant some model has (scan/cudnn: LSTM backends; xla/remat: the VQ-VAE); a known
+# name a model or device lacks falls back to its defaults, an unknown one is a typo
+JAX_VARIANTS = ("scan", "cudnn", "xla", "remat")
 PARITY_TOL = 1e-4  # max |JAX - torch| / max |JAX| of the float32 outputs
 # Reduced precision vs float32, relative L2. Measured on CPU for bf16 (`--size cpu`): X-UMX, UMX,
 # ChimeraNet and VGGish below 1e-2, the VQ-VAE 0.08 (code flips) in both frameworks alike.
@@ -380,6 +383,16 @@ def run_bench(
     if precision not in PRECISIONS:
         raise JaxsepError(
             f"bench: --precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    if jax_variants is not None and (not jax_variants or set(jax_variants) - set(JAX_VARIANTS)):
+        raise JaxsepError(
+            f"bench: --jax-variants takes names from {','.join(JAX_VARIANTS)}, got "
+            f"{','.join(jax_variants) or 'nothing'}"
+        )
+    if pipeline_workers is not None and (not pipeline_workers or min(pipeline_workers) < 0):
+        raise JaxsepError(
+            f"bench: --workers takes worker counts >= 0 (0: in-process), got "
+            f"{','.join(map(str, pipeline_workers)) or 'nothing'}"
         )
     if torch_variants is not None:
         unknown = sorted(set(torch_variants) - {"eager", "compile"})
