@@ -75,6 +75,14 @@ def test_wrapper_pca_keys_inside_the_weights_file(tmp_path, state):
     )
 
 
+def test_pca_file_given_as_the_weights_says_to_pass_it_with_pca(fixtures_dir):
+    pca_file = fixtures_dir / "vggish" / "vggish_pca_params_style.pth"
+    with pytest.raises(
+        JaxsepError, match=r"PCA parameter file, not its weights; pass it with --pca"
+    ):
+        convert.convert_torchvggish(pca_file)
+
+
 def test_unknown_missing_and_misshaped_keys_are_named():
     arrays = {key: np.zeros(shape, np.float32) for key, shape in SHAPES.items()}
     with pytest.raises(JaxsepError, match=r"^f\.pth: unexpected VGGish keys: features\.99\.bias$"):

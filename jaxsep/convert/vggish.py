@@ -64,6 +64,11 @@ def state_dict_to_params(state_dict: Mapping[str, np.ndarray], source: str = "st
     mapping, shapes = torch_key_map(), expected_torch_shapes()
     unknown = sorted(set(state_dict) - set(mapping))
     missing = [key for key in mapping if key not in state_dict]
+    if set(state_dict) == set(PCA_KEYS):
+        raise JaxsepError(
+            f"{source}: this is VGGish's PCA parameter file, not its weights; pass it with --pca "
+            "next to the weights file (vggish-10086976.pth)"
+        )
     if unknown:
         raise JaxsepError(f"{source}: unexpected VGGish keys: {', '.join(unknown)}")
     if missing:
