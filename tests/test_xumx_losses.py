@@ -187,5 +187,7 @@ def test_frozen_embedding_reads_a_vggish_model_directory(tmp_path, fixtures_dir)
     )
     with pytest.raises(JaxsepError, match="not a VGGish model directory"):
         frozen_embedding({**transfer, "vggish_dir": str(xumx_dir), "final_relu": False})
+    with pytest.raises(JaxsepError, match="converted with final_relu=False, but transfer"):
+        frozen_embedding({**transfer, "final_relu": True})  # one directory, one embedding
     with pytest.raises(JaxsepError, match="model directory not found"):
         frozen_embedding({**transfer, "vggish_dir": str(tmp_path / "nope"), "final_relu": False})

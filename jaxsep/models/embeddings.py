@@ -94,6 +94,12 @@ def _vggish_params(transfer) -> dict:
         model = load(transfer["vggish_dir"])
         if not isinstance(model.module, VGGish):
             raise JaxsepError(f"{transfer['vggish_dir']}: not a VGGish model directory")
+        if bool(model.module.final_relu) != bool(transfer["final_relu"]):
+            raise JaxsepError(
+                f"{transfer['vggish_dir']}: converted with final_relu={model.module.final_relu}, "
+                f"but transfer.final_relu is {bool(transfer['final_relu'])}: convert with(out) "
+                "--tf-embedding or set --config.transfer.final_relu to match"
+            )
         return model.variables["params"]
     rng = jax.random.PRNGKey(int(transfer["vggish_seed"]))
     shape = jnp.zeros((1, EXAMPLE_FRAMES, 64), jnp.float32)
