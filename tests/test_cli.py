@@ -1,12 +1,16 @@
 """Every `jaxsep` entry point: -h works, bad input exits 2 with one line and writes nothing."""
 
+import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from jaxsep.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMANDS = ("synth", "train", "separate", "evaluate", "convert", "bench", "demo")
 
@@ -134,3 +138,24 @@ def test_only_closed_event_loop_reports_are_dropped(monkeypatch):
     hook(closed)
     hook(other)
     assert seen == [other]
+
+
+def test_distributed_without_a_cluster_is_one_line(tmp_path):
+    """`--distributed` where jax.distributed finds no cluster, or with a malformed JAXSEP_*
+    variable, stops in one line before any data is read."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAXSEP_", "OMPI_"))}
+    command = [sys.executable, "-m", "jaxsep.cli", "train", "--config", "configs/mask_demo.py:tiny"]
+    command += ["--workdir", str(tmp_path / "w"), "--data", str(tmp_path / "none"), "--distributed"]
+    for extra, expected in [
+        ({}, "--distributed: jax.distributed.initialize() failed ("),
+        (
+            {"JAXSEP_NUM_PROCESSES": "two"},
+            "JAXSEP_NUM_PROCESSES must be an integer >= 1, got 'two'",
+        ),
+    ]:
+        result = subprocess.run(
+            command, env={**env, **extra}, capture_output=True, text=True, check=False, cwd=ROOT
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert expected in result.stderr

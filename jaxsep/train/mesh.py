@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxsep.errors import JaxsepError, first_line
+
 DATA_AXIS = "data"
 
 
@@ -27,13 +29,25 @@ def maybe_initialize_distributed(flag: bool = False) -> bool:
     kwargs = {}
     if "JAXSEP_COORDINATOR" in os.environ:
         kwargs["coordinator_address"] = os.environ["JAXSEP_COORDINATOR"]
-    if "JAXSEP_NUM_PROCESSES" in os.environ:
-        kwargs["num_processes"] = int(os.environ["JAXSEP_NUM_PROCESSES"])
-    if "JAXSEP_PROCESS_ID" in os.environ:
-        kwargs["process_id"] = int(os.environ["JAXSEP_PROCESS_ID"])
+    for env, key, low in (
+        ("JAXSEP_NUM_PROCESSES", "num_processes", 1),
+        ("JAXSEP_PROCESS_ID", "process_id", 0),
+    ):
+        if env in os.environ:
+            text = os.environ[env]
+            if not text.strip().isdigit() or int(text) < low:
+                raise JaxsepError(f"{env} must be an integer >= {low}, got {text!r}")
+            kwargs[key] = int(text)
     # CPU devices of several processes need a collectives backend (GPU/TPU ignore this setting).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**kwargs)
+    try:
+        jax.distributed.initialize(**kwargs)
+    except (ValueError, RuntimeError) as e:  # no cluster found, bad address, ...
+        raise JaxsepError(
+            f"--distributed: jax.distributed.initialize() failed ({first_line(e)}); outside "
+            "Slurm/Kubernetes/Cloud TPU set JAXSEP_COORDINATOR=host:port, JAXSEP_NUM_PROCESSES "
+            "and JAXSEP_PROCESS_ID"
+        ) from e
     return True
 
 
