@@ -16,9 +16,14 @@ def first_line(error: BaseException) -> str:
     return line.split(" [tensorstore_spec=")[0]
 
 
+def is_count(value: object, low: int = 1) -> bool:
+    """An integer (Python or numpy, not a bool) of at least ``low``."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
+
+
 def check_sizes(owner: str, **sizes: object) -> None:
     """Every size a positive integer, else a one-line error naming ``owner`` and the field: a zero
     or negative layer width would otherwise fail deep inside XLA with a shape traceback."""
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        if not is_count(value):
             raise JaxsepError(f"{owner}: {name} must be a positive integer, got {value!r}")

@@ -174,9 +174,10 @@ def conditioning_features(
     cond = model_config.get("conditioning")
     if not cond:
         raise JaxsepError("model config has no 'conditioning': not a Concat model")
-    embed, params = frozen_embedding_fn(cond), embedding_params
-    if params is None:
-        params = frozen_embedding(cond)[1]
+    if embedding_params is None:
+        embed, params = frozen_embedding(cond)
+    else:
+        embed, params = frozen_embedding_fn(cond), embedding_params
     kwargs = model_config["model_kwargs"]
     frames = 1 + wave.shape[1] // kwargs["hop"]
     rate = int(model_config["sample_rate"])

@@ -15,13 +15,13 @@ activations; latents, quantiser and reconstructions stay float32 (`jaxsep.nn.pre
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxsep.errors import is_count
 from jaxsep.nn.polyphase import StridedConv1d, TransposedConv1d
 from jaxsep.nn.precision import compute_dtype
 from jaxsep.nn.vq import VectorQuantizer
@@ -58,7 +58,7 @@ class VQVAEConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         for name in ("levels", "emb_width", "l_bins", "width", "depth", "input_channels"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            if not is_count(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("downs_t", "strides_t", "multipliers"):
             if len(getattr(self, name)) < self.levels:

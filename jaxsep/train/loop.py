@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import numbers
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ import numpy as np
 import optax
 
 from jaxsep.compile_options import donate_train_state
-from jaxsep.errors import JaxsepError
+from jaxsep.errors import JaxsepError, is_count
 from jaxsep.train.checkpoint import RunCheckpointer
 from jaxsep.train.mesh import batch_sharding, make_mesh, replicated
 from jaxsep.train.schedules import (
@@ -101,7 +100,7 @@ def check_train_config(config: ml_collections.ConfigDict) -> None:
         value = _lookup(config, key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        if not is_count(value, low):
             needs = "a positive integer" if low == 1 else "an integer >= 0"
             raise JaxsepError(f"config: {key} must be {needs}, got {value!r}")
     for key, ok, needs in [
