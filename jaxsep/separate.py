@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxsep.audio.io import read_audio, resample_audio, write_audio
+from jaxsep.audio.io import check_readable, read_audio, resample_audio, write_audio
 from jaxsep.compile_options import compile_for_inference
 from jaxsep.errors import JaxsepError
 from jaxsep.modeldir import Model, load
@@ -318,12 +318,7 @@ def _preflight(paths: Sequence[Path]) -> None:
     """Fail before any work (and any write) when an input is missing or two share a name."""
     seen: dict[str, Path] = {}
     for path in paths:
-        if not path.exists():
-            raise JaxsepError(f"{path}: no such file")
-        if not path.is_file():
-            raise JaxsepError(f"{path}: not a file")
-        if path.stat().st_size == 0:
-            raise JaxsepError(f"{path}: file is empty (0 bytes)")
+        check_readable(path)
         if path.stem in seen:
             raise JaxsepError(
                 f"{path}: same track name '{path.stem}' as {seen[path.stem]} "

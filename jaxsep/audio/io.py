@@ -65,6 +65,16 @@ def _one_line(error: Exception) -> str:
     return " ".join(reason.split())
 
 
+def check_readable(path: Path) -> None:
+    """Fail in one line when ``path`` is missing, a folder or empty: before any decoding."""
+    if not path.exists():
+        raise JaxsepError(f"{path}: no such file")
+    if not path.is_file():
+        raise JaxsepError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise JaxsepError(f"{path}: file is empty (0 bytes)")
+
+
 def read_audio(
     path: str | os.PathLike,
     *,
@@ -80,12 +90,7 @@ def read_audio(
     channel count the caller needs; any other count is an error (no silent up/down-mixing).
     """
     path = Path(path)
-    if not path.exists():
-        raise JaxsepError(f"{path}: no such file")
-    if not path.is_file():
-        raise JaxsepError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise JaxsepError(f"{path}: file is empty (0 bytes)")
+    check_readable(path)
     audio, file_rate = _decode(path)
     if audio.shape[0] == 0:
         raise JaxsepError(f"{path}: file contains no audio samples")
