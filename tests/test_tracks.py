@@ -142,6 +142,13 @@ def test_musdb_source_splits_and_targets(tmp_path):
     valid = MusdbSource(tmp_path, subset="train", split="valid", setup_file="setup.yaml")
     test = MusdbSource(tmp_path, subset="test", stems=("vocals", "accompaniment"))
     assert train.names == ("song0", "song1") and valid.names == ("song2",)
+    import musdb  # the same tracks and split as musdb's own listing
+
+    for split, source in (("train", train), ("valid", valid)):
+        db = musdb.DB(str(tmp_path), "setup.yaml", True, subsets="train", split=split)
+        assert source.names == tuple(t.name for t in db.tracks)
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()  # a hidden folder is not a track
+    assert MusdbSource(tmp_path, subset="train").names == ("song0", "song1", "song2")
     assert test.names == ("song3",) and test.stems == ("vocals", "accompaniment")
     assert train.stems == MUSDB and train.sample_rate == SR and train.num_frames(0) == SR * 2
     full = [stem_audio(3, s, SR * 2)[100:200] for s in range(4)]
@@ -197,6 +204,16 @@ def test_malformed_musdb_setup_files_are_one_line_errors(tmp_path):
     assert "missing.yaml" in message and "not found" in message
     message = one_line_error(lambda: MusdbSource(tmp_path, stems=("vocals", "piano")))
     assert "piano" in message and "neither a musdb source nor a target" in message
+    setup = (
+        (tmp_path / "setup.yaml")
+        .read_text()
+        .replace("  accompaniment:\n    bass: 1", "  accompaniment:\n    piano: 1")
+    )
+    (tmp_path / "piano.yaml").write_text(setup)
+    message = one_line_error(
+        lambda: MusdbSource(tmp_path, setup_file="piano.yaml", stems=("accompaniment",))
+    )
+    assert "piano, not a source" in message
     message = one_line_error(lambda: MusdbSource(tmp_path, subset="test", split="valid"))
     assert str(tmp_path / "test") in message and "train subset only" in message
 
