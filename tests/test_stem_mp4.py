@@ -3,7 +3,6 @@ right stream at the right offset, evaluated, and bad files named in one line."""
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import jax
@@ -25,6 +24,19 @@ SR = 44100
 STEMS = ("drums", "bass", "other", "vocals")
 
 
+@pytest.fixture(scope="module")
+def write_stem_mp4(load_tool):
+    """`write_stem_mp4(path, stems)`: MUSDB18's layout, stream 0 the mixture, then the stems in
+    `stem_ids` order; the benchmark's writer (AAC without noise substitution, so that the
+    window tests can be exact)."""
+    writer = load_tool("bench_stem_reads").write_stem_mp4
+
+    def write(path: Path, stems: np.ndarray) -> None:
+        writer(path, np.concatenate([stems.sum(0, keepdims=True), stems]), SR)
+
+    return write
+
+
 def stem_signal(track: int, stem: int, frames: int) -> np.ndarray:
     """Stereo chirps, different for every track and stem (so a wrong stream or offset shows)."""
     t = np.arange(frames) / SR
@@ -33,27 +45,7 @@ def stem_signal(track: int, stem: int, frames: int) -> np.ndarray:
     return 0.2 * np.stack([np.sin(2 * np.pi * phase), np.cos(2 * np.pi * 1.01 * phase)], 1)
 
 
-def write_stem_mp4(path: Path, stems: np.ndarray) -> None:
-    """MUSDB18's layout: stream 0 the mixture, then the stems in `stem_ids` order, AAC 256 kb/s.
-
-    Noise substitution is off: with it the decoder fills some bands with noise from a generator
-    that runs from where decoding started, so no two decodes of a window that start at different
-    places agree exactly (up to 4e-4 here), and the window tests below could only be loose."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.concatenate([stems.sum(0, keepdims=True), stems]).astype(np.float32)
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
-    for k, stream in enumerate(data):
-        sf.write(path.parent / f"stream{k}.wav", stream, SR, subtype="FLOAT")
-        command += ["-i", str(path.parent / f"stream{k}.wav")]
-    command += [arg for k in range(len(data)) for arg in ("-map", f"{k}:a")]
-    subprocess.run(
-        command + ["-c:a", "aac", "-aac_pns", "0", "-b:a", "256k", str(path)], check=True
-    )
-    for k in range(len(data)):
-        (path.parent / f"stream{k}.wav").unlink()
-
-
-def write_musdb18(root: Path, frames: int = SR * 3) -> dict[str, np.ndarray]:
+def write_musdb18(root: Path, write_stem_mp4, frames: int = SR * 3) -> dict[str, np.ndarray]:
     songs = {}
     for subset, names in (("train", ("song0", "song1")), ("test", ("song2",))):
         for name in names:
@@ -64,9 +56,9 @@ def write_musdb18(root: Path, frames: int = SR * 3) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def musdb18(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
+def musdb18(tmp_path_factory, write_stem_mp4) -> tuple[Path, dict[str, np.ndarray]]:
     root = tmp_path_factory.mktemp("musdb18")
-    return root, write_musdb18(root)
+    return root, write_musdb18(root, write_stem_mp4)
 
 
 def full_decode(path: Path, stream: int) -> np.ndarray:
@@ -123,7 +115,7 @@ def test_windows_match_a_decode_from_the_start(musdb18, start):
     assert not window[len(expected) :].any()  # past the end: silence, as for WAV files
 
 
-def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch):
+def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch, write_stem_mp4):
     corrupt = tmp_path / "corrupt" / "train" / "junk.stem.mp4"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 100)
@@ -143,7 +135,7 @@ def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def corpora(tmp_path_factory) -> tuple[Path, Path]:
+def corpora(tmp_path_factory, write_stem_mp4) -> tuple[Path, Path]:
     """One synthetic corpus twice: MUSDB18-HQ layout (WAV folders) and MUSDB18 (``.stem.mp4``)."""
     hq = tmp_path_factory.mktemp("hq") / "corpus"
     synthesize_corpus(hq, songs=3, seconds=2, domain="pop", seed=1, test_fraction=0.34)
@@ -193,3 +185,20 @@ def test_train_reads_a_stem_mp4_dataset(corpora, tmp_path):
     evals = [r for r in records if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [3, 6] and all(np.isfinite(r["loss"]) for r in evals)
     assert (workdir / "model" / "config.json").is_file()
+
+
+def test_read_speed_tool_writes_a_record_the_table_renders(run_record_tool, tmp_path):
+    """tools/bench_stem_reads.py at a tiny size: both readers return the same samples."""
+    from jaxsep.bench.table import read_records, render_table
+
+    record = run_record_tool(
+        "bench_stem_reads", "--minutes", "0.2", "--window", "1", "--repeats", "1"
+    )
+    assert record["max_abs_diff"] == 0.0 and record["speedup"] > 0
+    assert set(record["median_s"]) == {"jaxsep", "stempeg", "wav_soundfile"}
+    assert set(record["median_s_by_offset"]["jaxsep"]) == {"0.6s", "5.5s", "10.4s"}
+    table = render_table(read_records([tmp_path / "records"]))
+    assert (
+        f"| {record['signals']} | {record['device']} | {record['median_s']['jaxsep']:.4g} |"
+        in table
+    )

@@ -181,6 +181,7 @@ def render_table(records: list[dict]) -> str:
     """Markdown: per device and precision, a table of model records (plus, for a reduced
     precision, its accuracy against float32), and per device one of pipeline records."""
     bsseval = [r for r in records if r.get("bench") == "bsseval"]
+    stem_reads = [r for r in records if r.get("bench") == "stem_reads"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
     for slug in sorted({r.get("device_slug", "?") for r in records}):
@@ -207,6 +208,8 @@ def render_table(records: list[dict]) -> str:
             out += _pipeline_rows(pipeline) + [""]
     if bsseval:
         out += _bsseval_rows(bsseval[-1:]) + [""]
+    if stem_reads:
+        out += _stem_read_rows(stem_reads[-1:]) + [""]
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -226,6 +229,26 @@ def _bsseval_rows(records: list[dict]) -> list[str]:
             f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('jax_s'))} | "
             f"{_num(r.get('museval_s'))} | {_num(r.get('speedup'), 2)} | "
             f"{r.get('max_abs_diff_db', float('nan')):.1e} | {_load(r)} | {r.get('git_revision')} |"
+        )
+    return rows
+
+
+def _stem_read_rows(records: list[dict]) -> list[str]:
+    """Windows of a MUSDB18 ``.stem.mp4``: jaxsep's reader, stempeg's, and the same window as a
+    WAV (tools/bench_stem_reads.py); median seconds per window."""
+    rows = [
+        "### MUSDB18 `.stem.mp4` windows: `jaxsep.audio.streams` vs stempeg (and WAV)\n",
+        "| signals | device | jaxsep s | stempeg s | WAV s | speedup over stempeg | "
+        "max abs diff | load | git |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        median = r.get("median_s", {})
+        rows.append(
+            f"| {r.get('signals')} | {r.get('device')} | {_num(median.get('jaxsep'), 4)} | "
+            f"{_num(median.get('stempeg'), 4)} | {_num(median.get('wav_soundfile'), 4)} | "
+            f"{_num(r.get('speedup'), 2)} | {r.get('max_abs_diff', float('nan')):.1e} | "
+            f"{_load(r)} | {r.get('git_revision')} |"
         )
     return rows
 
