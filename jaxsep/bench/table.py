@@ -247,7 +247,7 @@ def _stem_read_rows(records: list[dict]) -> list[str]:
         rows.append(
             f"| {r.get('signals')} | {r.get('device')} | {_num(median.get('jaxsep'), 4)} | "
             f"{_num(median.get('stempeg'), 4)} | {_num(median.get('wav_soundfile'), 4)} | "
-            f"{_num(r.get('speedup'), 2)} | {r.get('max_abs_diff', float('nan')):.1e} | "
+            f"{_num(r.get('speedup'), 3)} | {r.get('max_abs_diff', float('nan')):.1e} | "
             f"{_load(r)} | {r.get('git_revision')} |"
         )
     return rows
