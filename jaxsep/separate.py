@@ -314,17 +314,26 @@ def output_paths(
     }
 
 
+def track_name(path: Path) -> str:
+    """The name outputs are filed under: the file name without its extension, and without the
+    ``.stem`` of MUSDB18's ``NAME.stem.mp4`` (as musdb names that track)."""
+    if path.name.lower().endswith(".stem.mp4"):
+        return path.name[: -len(".stem.mp4")]
+    return path.stem
+
+
 def _preflight(paths: Sequence[Path]) -> None:
     """Fail before any work (and any write) when an input is missing or two share a name."""
     seen: dict[str, Path] = {}
     for path in paths:
         check_readable(path)
-        if path.stem in seen:
+        name = track_name(path)
+        if name in seen:
             raise JaxsepError(
-                f"{path}: same track name '{path.stem}' as {seen[path.stem]} "
+                f"{path}: same track name '{name}' as {seen[name]} "
                 "(outputs would collide; use --filename or rename)"
             )
-        seen[path.stem] = path
+        seen[name] = path
 
 
 def separate_files(
@@ -362,10 +371,12 @@ def separate_files(
     for path in paths:
         audio, sample_rate = read_audio(path)
         try:
-            stems = _separate_with_bar(separator, audio, sample_rate, path.stem, show_progress)
+            stems = _separate_with_bar(
+                separator, audio, sample_rate, track_name(path), show_progress
+            )
         except JaxsepError as e:
             raise JaxsepError(f"{path}: {e}") from None
-        targets = output_paths(path.stem, separator.sources, Path(out_dir), filename, ext)
+        targets = output_paths(track_name(path), separator.sources, Path(out_dir), filename, ext)
         for stem, target in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             written.append(write_audio(target, stems[stem], sample_rate))

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import stempeg
 
+import jaxsep
 from jaxsep.audio.streams import probe_streams, read_stream_window
 from jaxsep.cli import main
 from jaxsep.data.synth import synthesize_corpus
@@ -148,15 +149,19 @@ def corpora(tmp_path_factory, write_stem_mp4) -> tuple[Path, Path]:
     return hq, stems_root
 
 
-def test_evaluate_scores_a_stem_mp4_dataset(corpora, tmp_path, capsys):
-    """`jaxsep evaluate --data MUSDB18`: the same track as HQ WAVs and as ``.stem.mp4`` scores
-    within the AAC coding error of each other."""
-    hq, stems_root = corpora
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
     kwargs = {"num_sources": 4, "n_fft": 512, "hop": 128, "hidden": 16, "num_channels": 2}
     params = MaskMLP(**kwargs).init(jax.random.key(0), jnp.zeros((1, 1024, 2)))["params"]
     config = {"model": "mask_mlp", "model_kwargs": kwargs, "sources": list(STEMS)}
     config |= {"sample_rate": SR, "channels": 2}
-    model = save_model_dir(tmp_path / "model", config, {"params": params})
+    return save_model_dir(tmp_path_factory.mktemp("model") / "mask", config, {"params": params})
+
+
+def test_evaluate_scores_a_stem_mp4_dataset(corpora, model, tmp_path, capsys):
+    """`jaxsep evaluate --data MUSDB18`: the same track as HQ WAVs and as ``.stem.mp4`` scores
+    within the AAC coding error of each other."""
+    hq, stems_root = corpora
     summaries = {}
     for name, root in (("hq", hq), ("stems", stems_root)):
         out = tmp_path / f"eval-{name}"
@@ -173,6 +178,23 @@ def test_evaluate_scores_a_stem_mp4_dataset(corpora, tmp_path, capsys):
     (empty / "test").mkdir(parents=True)
     assert main(["evaluate", "--model", str(model), "--data", str(empty)]) == 2
     assert "no tracks found" in capsys.readouterr().err
+
+
+def test_separate_reads_the_mixture_stream_and_names_outputs_like_musdb(corpora, model, tmp_path):
+    _, stems_root = corpora
+    (track,) = sorted((stems_root / "test").glob("*.stem.mp4"))
+    out = tmp_path / "out"
+    assert main(["separate", str(track), "--model", str(model), "-o", str(out)]) == 0
+    name = track.name.removesuffix(".stem.mp4")
+    assert sorted(p.name for p in (out / name).iterdir()) == sorted(f"{s}.wav" for s in STEMS)
+    mixture = probe_streams(track)[0]  # stream 0, decoded in float32
+    expected = jaxsep.Separator(jaxsep.load(model))(
+        read_stream_window(mixture, 0, mixture.frames), SR
+    )
+    for stem in STEMS:
+        written, rate = sf.read(out / name / f"{stem}.wav", dtype="float32")
+        assert rate == SR and written.shape == (mixture.frames, 2)
+        np.testing.assert_array_equal(written, expected[stem])
 
 
 def test_train_reads_a_stem_mp4_dataset(corpora, tmp_path):

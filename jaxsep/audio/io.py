@@ -1,7 +1,8 @@
 """Read, write and resample audio files on the host, with one-line errors that name the file.
 
 Audio is float ``[time, channels]`` numpy. Decoding uses soundfile (libsndfile: wav, flac, ogg,
-mp3, ...); other containers (m4a, ...) fall back to audioread/ffmpeg. Resampling uses soxr at
+mp3, ...); other containers (m4a, ...) fall back to audioread/ffmpeg, and a MUSDB18
+``.stem.mp4`` reads as its mixture stream (`jaxsep.audio.streams`). Resampling uses soxr at
 very high quality. Writes are atomic: a temporary file in the same folder is renamed over the
 target, so an interrupted run never leaves a truncated file behind.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import soundfile
 import soxr
 
+from jaxsep.audio.streams import probe_streams, read_stream_window
 from jaxsep.errors import JaxsepError
 
 _WRITE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
@@ -46,6 +48,11 @@ def _decode_with_audioread(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
+    if path.name.lower().endswith(".stem.mp4"):
+        # MUSDB18's multi-stream file: its first audio stream is the mixture (float decode; the
+        # audioread fallback below would pick a stream itself and quantise to 16 bits)
+        mixture = probe_streams(path)[0]
+        return read_stream_window(mixture, 0, mixture.frames), mixture.samplerate
     try:
         audio, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         return audio, int(sample_rate)
