@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 import stempeg
 
 import jaxsep
 from jaxsep.audio.streams import probe_streams, read_stream_window
 from jaxsep.cli import main
 from jaxsep.data.synth import synthesize_corpus
-from jaxsep.data.tracks import MusdbSource
+from jaxsep.data.tracks import MusdbSource, StemFolderSource
 from jaxsep.errors import JaxsepError
 from jaxsep.modeldir import save_model_dir
 from jaxsep.models.mask_mlp import MaskMLP
@@ -114,6 +115,29 @@ def test_windows_match_a_decode_from_the_start(musdb18, start):
     np.testing.assert_array_equal(window[: len(expected)], expected)
     assert window.shape == (4096, 2) and window.dtype == np.float32
     assert not window[len(expected) :].any()  # past the end: silence, as for WAV files
+
+
+def test_a_folder_source_takes_stem_mp4_tracks_in_musdb_order(musdb18):
+    """The ChimeraNet recipe's folder source: ``.stem.mp4`` files are tracks (streams named as
+    musdb's default setup names them), read like `MusdbSource` reads them."""
+    from jaxsep.recipes import chimera_transfer as recipe
+
+    root, songs = musdb18
+    folder = StemFolderSource(root, stems=STEMS)
+    assert folder.names == ("test/song2", "train/song0", "train/song1")
+    musdb = MusdbSource(root, subset="train")
+    for stem in STEMS:
+        np.testing.assert_array_equal(
+            folder.read(2, stem, 500, 1000), musdb.read(1, stem, 500, 1000)
+        )
+    np.testing.assert_array_equal(folder.read_mixture(1, 0, 100), musdb.read_mixture(0, 0, 100))
+    config = recipe.default_config()
+    config.data.root = str(root)
+    source = recipe.build_source(config, "train")  # vocals / accompaniment, mono, 16 kHz
+    assert len(source) == 2 and source.stems == ("vocals", "accompaniment")
+    vocals = source.read(1, "vocals", 0, 16000)[:, 0]
+    expected = soxr.resample(songs["song1"][3].mean(1), SR, 16000)[:16000]
+    assert snr_db(expected, vocals) > 15
 
 
 def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch, write_stem_mp4):

@@ -165,7 +165,9 @@ class StemFolderSource(TrackSource):
 
     Any folder under ``root`` that directly holds audio files is a track; a file's stem name is
     its base name (a ``<folder name>-`` prefix, as in Bach10, is dropped). A file named
-    ``mixture`` (or exactly like its folder) is the premixed track, never a stem.
+    ``mixture`` (or exactly like its folder) is the premixed track, never a stem. Any
+    ``NAME.stem.mp4`` under ``root`` (MUSDB18, Native Instruments Stems) is a track too, its
+    streams named as musdb's default setup names them (`MUSDB18_STEM_IDS`).
     """
 
     def __init__(
@@ -181,11 +183,26 @@ class StemFolderSource(TrackSource):
         if not root.is_dir():
             raise JaxsepError(f"{root}: not a folder")
         tracks = [_folder_track(folder, root, ext) for folder in _track_folders(root, ext)]
+        tracks += [_stem_file_track(path, root) for path in root.rglob("*.stem.mp4")]
         if not tracks:
-            raise JaxsepError(f"{root}: no folders of {'/'.join(ext)} stem files")
+            raise JaxsepError(f"{root}: no folders of {'/'.join(ext)} stem files, no .stem.mp4")
+        tracks.sort(key=lambda track: track.folder)  # folders in the order they always had
         available = sorted(tracks[0].files)
         groups = _resolve_groups(stems, grouping, available)
         super().__init__(tracks, groups, optional=optional, where=str(root))
+
+
+# musdb's default setup (configs/mus.yaml): the stream order of MUSDB18 and of NI Stems files
+MUSDB18_STEM_IDS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+
+
+def _stem_file_track(path: Path, root: Path) -> Track:
+    """A ``.stem.mp4`` in a folder source: stream 0 the mixture, then the stems in musdb's order
+    (a file with fewer streams lacks the last stems, which `TrackSource` reports by name)."""
+    streams = probe_streams(path)
+    files = {stem: streams[k] for stem, k in MUSDB18_STEM_IDS.items() if 0 < k < len(streams)}
+    name = path.relative_to(root).as_posix().removesuffix(".stem.mp4")
+    return Track(name, path, files, streams[MUSDB18_STEM_IDS["mixture"]])
 
 
 def _track_folders(root: Path, ext: Sequence[str]) -> list[Path]:

@@ -203,7 +203,9 @@ def build_source(
 ) -> MonoResampledSource:
     """The stems of `root/split` (grouped as configured), mono at the model's rate."""
     if not config.data.root:
-        raise JaxsepError("config.data.root is empty: pass --data ROOT (a folder of stem folders)")
+        raise JaxsepError(
+            "config.data.root is empty: pass --data ROOT (stem folders or .stem.mp4 files)"
+        )
     folder = Path(config.data.root) / split if split else Path(config.data.root)
     grouping = parse_grouping(config.data.grouping, config.data.domain)
     stems = tuple(config.data.stems)
