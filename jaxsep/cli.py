@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
     p.add_argument("--workers", default=None, help="pipeline: grain worker counts, e.g. 0,1,2")
     p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="pipeline: time this corpus (stem folders, MUSDB18-HQ, MUSDB18 .stem.mp4) "
+        "instead of a generated one",
+    )
+    p.add_argument(
         "-o", "--out", type=Path, default=None, help="JSONL file (default: benchmarks/results/...)"
     )
 
@@ -255,6 +262,7 @@ def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> in
             out=args.out,
             command=" ".join(["jaxsep", *argv]),
             pipeline_workers=split(args.workers, int),
+            pipeline_data=args.data,
         )
         print(render_table(records), end="")
         return 0

@@ -214,9 +214,9 @@ def test_pipeline_bench_and_table(tmp_path):
         "| xumx | train | tiny | 2 | default | scan | eager | 0.5 (0.4–0.9) | 1 (0.8–1.5) | 2 |"
         in table
     )
-    assert table.count("| xumx | tiny | 2 | off | 0 |") == 1  # the rerun replaced the old
-    assert "| chimera | tiny | 2 | pitch_stretch | 0 |" in table
-    assert "chimera 2" in table.split("| chimera | tiny | 2 | pitch_stretch")[1]
+    assert table.count("| xumx | synthetic | tiny | 2 | off | 0 |") == 1  # rerun replaced old
+    assert "| chimera | synthetic | tiny | 2 | pitch_stretch | 0 |" in table
+    assert "chimera 2" in table.split("| chimera | synthetic | tiny | 2 | pitch_stretch")[1]
     bss = {"bench": "bsseval", "signals": "s", "device": "d", "jax_s": 1.0, "museval_s": 22.0,
            "speedup": 22.0, "max_abs_diff_db": 1e-13, "git_revision": "abc"}  # fmt: skip
     (tmp_path / "cpu" / "bsseval.jsonl").write_text(json.dumps(bss) + "\n")
@@ -258,6 +258,10 @@ def test_bad_options_raise_one_line_errors(tmp_path):
         run_bench("umx", jax_variants=("scna",), out=tmp_path / "x.jsonl")
     with pytest.raises(JaxsepError, match="--workers takes worker counts >= 0 .*, got 0,-1"):
         run_bench("pipeline", pipeline_workers=(0, -1), out=tmp_path / "x.jsonl")
+    with pytest.raises(JaxsepError, match="--data is the pipeline's corpus; 'xumx' reads none"):
+        run_bench("xumx", pipeline_data=tmp_path, out=tmp_path / "x.jsonl")
+    with pytest.raises(JaxsepError, match="nowhere: not a folder"):
+        run_bench("pipeline", pipeline_data=tmp_path / "nowhere", out=tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
 
 

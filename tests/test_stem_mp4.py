@@ -233,6 +233,18 @@ def test_train_reads_a_stem_mp4_dataset(corpora, tmp_path):
     assert (workdir / "model" / "config.json").is_file()
 
 
+def test_pipeline_bench_times_a_stem_mp4_corpus(musdb18, tmp_path, capsys):
+    """`jaxsep bench pipeline --data ROOT`: the user's own corpus, named in records and table."""
+    root, _ = musdb18
+    out = tmp_path / "pipeline.jsonl"
+    argv = ["bench", "pipeline", "--size", "tiny", "--workers", "0", "--data", str(root)]
+    assert main(argv + ["-o", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["pipeline"] for r in records} == {"xumx", "chimera"}
+    assert all(r["corpus"] == str(root) and r["examples_per_s"] > 0 for r in records)
+    assert f"| xumx | {root} | tiny | 2 | off | 0 |" in capsys.readouterr().out
+
+
 def test_read_speed_tool_writes_a_record_the_table_renders(run_record_tool, tmp_path):
     """tools/bench_stem_reads.py at a tiny size: both readers return the same samples."""
     from jaxsep.bench.table import read_records, render_table

@@ -122,18 +122,25 @@ def bench_pipeline(
     workers: Sequence[int] | None = None,
     consumption: dict[str, float] | None = None,
     env: dict[str, Any] | None = None,
+    data: Path | None = None,
 ) -> list[dict]:
     """One record per (pipeline, augmentation, workers): examples/s and the headroom over each
-    train step it feeds."""
+    train step it feeds. `data`: read this corpus (stem folders, MUSDB18-HQ or MUSDB18
+    ``.stem.mp4``, all tracks under it) instead of a generated one of WAVs."""
     s = SIZES[size]
     consumption = dict(consumption or {})
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        write_corpus(Path(tmp), s["songs"], s["song_seconds"])
+        if data is None:
+            root = Path(tmp)
+            write_corpus(root, s["songs"], s["song_seconds"])
+            corpus = "synthetic"  # `write_corpus`: SIZES' songs x seconds of 16-bit WAV
+        else:
+            root, corpus = Path(data), str(data)
         for pipeline, consumers in CONSUMERS.items():
             seconds, batch = s[pipeline]["seconds"], s[pipeline]["batch"]
             rates = {m: c for m, c in consumption.items() if m in consumers}
-            for mode, (sampler, augment) in _samplers(Path(tmp), pipeline, seconds).items():
+            for mode, (sampler, augment) in _samplers(root, pipeline, seconds).items():
                 for n in workers if workers is not None else s["workers"]:
                     load_start = harness.load_average()
                     error = _unavailable(augment)
@@ -144,6 +151,7 @@ def bench_pipeline(
                         "bench": "pipeline",
                         "model": "pipeline",
                         "pipeline": pipeline,
+                        "corpus": corpus,
                         "size": size,
                         "augment": mode,
                         "workers": n,

@@ -369,6 +369,7 @@ def run_bench(
     out: Path | None = None,
     command: str | None = None,
     pipeline_workers: Sequence[int] | None = None,
+    pipeline_data: Path | None = None,
     log=print,
 ) -> list[dict]:
     """Benchmark `model` (or "all"), append the records to JSONL files and return them.
@@ -394,6 +395,11 @@ def run_bench(
             f"bench: --workers takes worker counts >= 0 (0: in-process), got "
             f"{','.join(map(str, pipeline_workers)) or 'nothing'}"
         )
+    if pipeline_data is not None:
+        if model not in ("pipeline", "all"):
+            raise JaxsepError(f"bench: --data is the pipeline's corpus; {model!r} reads none")
+        if not Path(pipeline_data).is_dir():
+            raise JaxsepError(f"{pipeline_data}: not a folder (bench --data)")
     if torch_variants is not None:
         unknown = sorted(set(torch_variants) - {"eager", "compile"})
         if unknown or "eager" not in torch_variants:
@@ -420,6 +426,7 @@ def run_bench(
                 workers=pipeline_workers,
                 consumption=_train_rates(records, out, env, size),
                 env=env,
+                data=pipeline_data,
             )
         else:
             new = bench_model(

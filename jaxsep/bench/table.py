@@ -15,9 +15,10 @@ _MODEL_KEY = (
     "device_slug", "model", "mode", "size", "batch_size", "jax_variant", "torch_variant",
     "threads", "precision",
 )  # fmt: skip
-_PIPELINE_KEY = ("device_slug", "pipeline", "size", "augment", "workers", "threads")
-# Fields older records lack: every pipeline record before the ChimeraNet pipeline was X-UMX's.
-_DEFAULTS = {"pipeline": "xumx"}
+_PIPELINE_KEY = ("device_slug", "pipeline", "corpus", "size", "augment", "workers", "threads")
+# Fields older records lack: every pipeline record before the ChimeraNet pipeline was X-UMX's,
+# and every one before `--data` read the generated corpus.
+_DEFAULTS = {"pipeline": "xumx", "corpus": "synthetic"}
 MODEL_ORDER = {m: i for i, m in enumerate(("xumx", "umx", "chimera", "vqvae", "vggish"))}
 
 
@@ -133,12 +134,13 @@ def _pipeline(r: dict) -> str:
 
 def _pipeline_rows(records: list[dict]) -> list[str]:
     rows = [
-        "| pipeline | size | batch | augment | workers | threads | examples/s | audio-s/s "
-        "| train step ex/s | headroom (pipeline / train step) | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| pipeline | corpus | size | batch | augment | workers | threads | examples/s "
+        "| audio-s/s | train step ex/s | headroom (pipeline / train step) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = lambda r: (  # noqa: E731
         _pipeline(r),
+        str(r.get("corpus")),
         str(r.get("threads")),
         r["augment"],
         r["workers"],
@@ -147,7 +149,8 @@ def _pipeline_rows(records: list[dict]) -> list[str]:
         train = ", ".join(f"{m} {_num(v)}" for m, v in sorted(r["train_examples_per_s"].items()))
         head = ", ".join(f"{m} {_num(v, 2)}x" for m, v in sorted(r["headroom"].items()))
         rows.append(
-            f"| {_pipeline(r)} | {r['size']} | {r.get('batch_size', '–')} "
+            f"| {_pipeline(r)} | {r.get('corpus', _DEFAULTS['corpus'])} | {r['size']} "
+            f"| {r.get('batch_size', '–')} "
             f"| {r['augment']} | {r['workers']} | {_threads(r)} "
             f"| {_num(r['examples_per_s']) if not r.get('error') else 'failed: ' + r['error']} "
             f"| {_num(r['audio_seconds_per_s'])} "
