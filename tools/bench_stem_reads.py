@@ -1,12 +1,12 @@
 """Time reading training windows from a MUSDB18 ``.stem.mp4``: stempeg (musdb's reader) against
-`jaxsep.audio.streams` (probe once, input-side seek with pre-roll), and against the same
-windows read from WAV (MUSDB18-HQ) with soundfile.
+`jaxsep.audio.streams` (probe once, input-side seek with pre-roll, one ffmpeg call for all the
+stems of a window), and against the same windows read from WAV (MUSDB18-HQ) with soundfile.
 
 Writes one synthetic stereo track of `--minutes` (mixture + 4 stems, AAC in MP4, as MUSDB18
-ships) and reads `--window` seconds of one stem at offsets spread over the track,
-interleaving the readers. Prints one JSON record (median seconds per window by reader and by
-offset, the ratio stempeg / jaxsep, the largest difference between the two readers' windows);
-`-o FILE` appends it.
+ships) and reads `--window` seconds of one stem, and of all four stems (an excerpt), at offsets
+spread over the track, interleaving the readers. Prints one JSON record (median seconds per
+window by reader and by offset, the ratios stempeg / jaxsep, the largest difference between the
+two readers' windows); `-o FILE` appends it.
 
     .venv/bin/python tools/bench_stem_reads.py [--minutes 4] [--window 6] [--repeats 5] \
         [-o benchmarks/results/cpu/stem_reads.jsonl]
@@ -26,7 +26,7 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
-from jaxsep.audio.streams import probe_streams, read_stream_window
+from jaxsep.audio.streams import probe_streams, read_stream_window, read_streams_window
 from jaxsep.bench import harness
 
 RATE = 44100
@@ -81,23 +81,26 @@ def main() -> None:
         frames = int(args.window * RATE)
         length = int(args.minutes * 60 * RATE)
         offsets = [int(f * (length - frames)) for f in (0.05, 0.5, 0.95)]
-        ref = probe_streams(mp4)[1]
+        refs = probe_streams(mp4)
         info = stempeg.Info(str(mp4))  # as musdb passes it: probed once per track
 
-        def read_stempeg(start: int) -> np.ndarray:
+        def read_stempeg(start: int, stems=1) -> np.ndarray:
             audio, _ = stempeg.read_stems(
-                str(mp4), start=start / RATE, duration=args.window, stem_id=1, info=info,
+                str(mp4), start=start / RATE, duration=args.window, stem_id=stems, info=info,
                 dtype=np.float32,
             )  # fmt: skip
             return audio
 
-        def read_jaxsep(start: int) -> np.ndarray:
-            return read_stream_window(ref, start, frames)
-
         def read_wav(start: int) -> np.ndarray:
             return sf.read(wav, start=start, frames=frames, dtype="float32", always_2d=True)[0]
 
-        readers = {"stempeg": read_stempeg, "jaxsep": read_jaxsep, "wav_soundfile": read_wav}
+        readers = {  # one stem, then a training excerpt's four stems
+            "stempeg": read_stempeg,
+            "jaxsep": lambda start: read_stream_window(refs[1], start, frames),
+            "wav_soundfile": read_wav,
+            "stempeg_4_stems": lambda start: read_stempeg(start, [1, 2, 3, 4]),
+            "jaxsep_4_stems": lambda start: read_streams_window(refs[1:], start, frames),
+        }
         times = {name: {o: [] for o in offsets} for name in readers}
         max_diff = 0.0
         for _ in range(args.repeats):
@@ -107,9 +110,10 @@ def main() -> None:
                     begin = time.perf_counter()
                     windows[name] = read(offset)
                     times[name][offset].append(time.perf_counter() - begin)
-                n = min(len(windows["stempeg"]), len(windows["jaxsep"]))
-                diff = np.abs(windows["stempeg"][:n] - windows["jaxsep"][:n]).max()
-                max_diff = max(max_diff, float(diff))
+                for ours, theirs in (("jaxsep", "stempeg"), ("jaxsep_4_stems", "stempeg_4_stems")):
+                    n = min(windows[ours].shape[-2], windows[theirs].shape[-2])
+                    diff = np.abs(windows[ours][..., :n, :] - windows[theirs][..., :n, :]).max()
+                    max_diff = max(max_diff, float(diff))
     median = {
         name: {f"{o / RATE:.1f}s": round(statistics.median(ts), 4) for o, ts in by.items()}
         for name, by in times.items()
@@ -125,6 +129,7 @@ def main() -> None:
         "median_s_by_offset": median,
         "median_s": {name: round(s, 4) for name, s in overall.items()},
         "speedup": round(overall["stempeg"] / overall["jaxsep"], 2),
+        "speedup_4_stems": round(overall["stempeg_4_stems"] / overall["jaxsep_4_stems"], 2),
         "wav_speedup_over_jaxsep": round(overall["jaxsep"] / overall["wav_soundfile"], 1),
         "max_abs_diff": max_diff,
         "repeats": args.repeats,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,23 +77,41 @@ def _stream_ref(path: Path, index: int, stream: dict) -> StreamRef:
 def read_stream_window(ref: StreamRef, start: int, frames: int) -> np.ndarray:
     """``frames`` frames of the stream from frame ``start`` as float32 ``[frames, C]``, zero-padded
     past its end (as `jaxsep.data.tracks.read_window` pads files)."""
+    return read_streams_window([ref], start, frames)[0]
+
+
+def read_streams_window(refs: Sequence[StreamRef], start: int, frames: int) -> np.ndarray:
+    """The same window of several streams of one file, ``[N, frames, C]``, in one ffmpeg call:
+    starting ffmpeg costs more than decoding a few seconds (1 s of 4 stems: 4 calls 309 ms, one
+    call merging the streams with ``amerge`` 90 ms, the same samples)."""
+    first = refs[0]
+    if any((r.path, r.samplerate, r.channels) != (first.path, first.samplerate, first.channels)
+           for r in refs):  # fmt: skip
+        raise ValueError("read_streams_window: streams of one file, one rate and channel count")
+    rate, channels = first.samplerate, first.channels * len(refs)
     seek = max(0, start - _PREROLL_FRAMES)
     command = ["ffmpeg", "-nostdin", "-v", "error"]
     if seek > 0:
-        command += ["-ss", f"{seek / ref.samplerate:.6f}"]  # 1 us: finer than one frame
+        command += ["-ss", f"{seek / rate:.6f}"]  # 1 us: finer than one frame
+    command += ["-i", str(first.path)]
+    if len(refs) == 1:
+        command += ["-map", f"0:a:{first.index}"]
+    else:  # overlapping (all stereo) layouts: amerge concatenates channels in input order
+        inputs = "".join(f"[0:a:{r.index}]" for r in refs)
+        command += ["-filter_complex", f"{inputs}amerge=inputs={len(refs)}[merged]"]
+        command += ["-map", "[merged]"]
     command += [
-        "-i", str(ref.path), "-map", f"0:a:{ref.index}",
-        "-t", f"{(start - seek + frames + 1) / ref.samplerate:.6f}",
-        "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(ref.channels),
-        "-ar", str(ref.samplerate), "pipe:1",
+        "-t", f"{(start - seek + frames + 1) / rate:.6f}",
+        "-f", "f32le", "-acodec", "pcm_f32le", "-ac", str(channels), "-ar", str(rate), "pipe:1",
     ]  # fmt: skip
-    pcm = _run(command, ref.path).stdout
+    pcm = _run(command, first.path).stdout
     data = np.frombuffer(pcm, "<f4")
-    data = data[: data.size - data.size % ref.channels].reshape(-1, ref.channels)
+    data = data[: data.size - data.size % channels].reshape(-1, channels)
     data = data[start - seek : start - seek + frames]
     if data.shape[0] < frames:
-        data = np.concatenate([data, np.zeros((frames - data.shape[0], ref.channels), "<f4")])
-    return np.ascontiguousarray(data, np.float32)
+        data = np.concatenate([data, np.zeros((frames - data.shape[0], channels), "<f4")])
+    # [frames, N * C] -> [N, frames, C]
+    return np.ascontiguousarray(data.reshape(frames, len(refs), first.channels).transpose(1, 0, 2))
 
 
 def _run(command: list[str], path: Path) -> subprocess.CompletedProcess:

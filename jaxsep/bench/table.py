@@ -241,17 +241,18 @@ def _stem_read_rows(records: list[dict]) -> list[str]:
     WAV (tools/bench_stem_reads.py); median seconds per window."""
     rows = [
         "### MUSDB18 `.stem.mp4` windows: `jaxsep.audio.streams` vs stempeg (and WAV)\n",
-        "| signals | device | jaxsep s | stempeg s | WAV s | speedup over stempeg | "
-        "max abs diff | load | git |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| signals | device | jaxsep s | stempeg s | WAV s | jaxsep s, 4 stems | "
+        "stempeg s, 4 stems | speedup over stempeg (1 / 4 stems) | max abs diff | load | git |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         median = r.get("median_s", {})
         rows.append(
             f"| {r.get('signals')} | {r.get('device')} | {_num(median.get('jaxsep'), 4)} | "
             f"{_num(median.get('stempeg'), 4)} | {_num(median.get('wav_soundfile'), 4)} | "
-            f"{_num(r.get('speedup'), 3)} | {r.get('max_abs_diff', float('nan')):.1e} | "
-            f"{_load(r)} | {r.get('git_revision')} |"
+            f"{_num(median.get('jaxsep_4_stems'), 4)} | {_num(median.get('stempeg_4_stems'), 4)} "
+            f"| {_num(r.get('speedup'), 3)} / {_num(r.get('speedup_4_stems'), 3)} | "
+            f"{r.get('max_abs_diff', float('nan')):.1e} | {_load(r)} | {r.get('git_revision')} |"
         )
     return rows
 

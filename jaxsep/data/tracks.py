@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from jaxsep.audio.streams import StreamRef, probe_streams, read_stream_window
+from jaxsep.audio.streams import StreamRef, probe_streams, read_stream_window, read_streams_window
 from jaxsep.errors import JaxsepError, is_count
 
 MUSDB_STEMS = ("drums", "bass", "other", "vocals")
+# Longest window of a multi-stream file decoded for all its stems at once and kept for the
+# next stem's read: an excerpt, not a whole track (4 stems x 4 min would hold 340 MB).
+_SHARED_DECODE_MAX_SECONDS = 30
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg")
 
 
@@ -78,6 +81,7 @@ class TrackSource:
         self.stems: tuple[str, ...] = tuple(self._groups)
         self.names: tuple[str, ...] = tuple(t.name for t in self._tracks)
         self.sample_rate, self.channels, self._frames = self._check_tracks()
+        self._stream_window: tuple[tuple[int, int, int], dict[str, np.ndarray]] | None = None
 
     def _check_tracks(self) -> tuple[int, int, list[int]]:
         needed = {part for parts in self._groups.values() for part in parts}
@@ -128,8 +132,28 @@ class TrackSource:
         out = np.zeros((frames, self.channels), np.float32)
         for part in self._groups[stem]:
             if part in track.files:
-                out += read_window(track.files[part], start, frames)
+                out += self._read_part(i, part, start, frames)
         return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_stream_window": None}  # grain workers get no stale window
+
+    def _read_part(self, i: int, part: str, start: int, frames: int) -> np.ndarray:
+        """One file stem's window. Streams of one ``.stem.mp4`` are decoded together, once per
+        window (an excerpt reads every stem at one offset), and kept for the next stem's read;
+        windows over `_SHARED_DECODE_MAX_SECONDS` (whole tracks, for evaluation) are not kept."""
+        track = self._tracks[i]
+        ref = track.files[part]
+        if not isinstance(ref, StreamRef) or frames > _SHARED_DECODE_MAX_SECONDS * ref.samplerate:
+            return read_window(ref, start, frames)
+        key = (i, start, frames)
+        cached = self._stream_window  # one slot: (key, {part: window}); swapped atomically
+        if cached is None or cached[0] != key:
+            parts = [p for p, r in track.files.items() if isinstance(r, StreamRef)]
+            windows = read_streams_window([track.files[p] for p in parts], start, frames)
+            cached = (key, dict(zip(parts, windows, strict=True)))
+            self._stream_window = cached
+        return cached[1][part]
 
     def read_mixture(self, i: int, start: int, frames: int) -> np.ndarray:
         """The premixed file when the track has one, else the sum of all output stems."""
