@@ -14,7 +14,7 @@ import soxr
 import stempeg
 
 import jaxsep
-from jaxsep.audio.streams import probe_streams, read_stream_window
+from jaxsep.audio.streams import probe_streams, read_stream_window, read_streams_window
 from jaxsep.cli import main
 from jaxsep.data.synth import synthesize_corpus
 from jaxsep.data.tracks import MusdbSource, StemFolderSource
@@ -131,6 +131,9 @@ def test_the_stems_of_an_excerpt_are_decoded_in_one_ffmpeg_call(musdb18, monkeyp
     source.read(0, "bass", 0, 31 * SR)
     assert len(calls) == 4 and "amerge" not in " ".join(calls[-1])
     assert pickle.loads(pickle.dumps(source))._stream_window is None  # nothing stale to workers
+    other = probe_streams(root / "train" / "song0.stem.mp4")[1]
+    with pytest.raises(ValueError, match="streams of one file"):
+        read_streams_window([refs[1], other], 0, 10)
 
 
 @pytest.mark.parametrize("start", [0, 700, 1024, 3 * SR // 2 + 17, 3 * SR - 1000])
