@@ -3,6 +3,7 @@ right stream at the right offset, evaluated, and bad files named in one line."""
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import jax
@@ -14,6 +15,7 @@ import soxr
 import stempeg
 
 import jaxsep
+from jaxsep.audio import streams
 from jaxsep.audio.streams import probe_streams, read_stream_window, read_streams_window
 from jaxsep.cli import main
 from jaxsep.data.synth import synthesize_corpus
@@ -107,8 +109,6 @@ def test_the_stems_of_an_excerpt_are_decoded_in_one_ffmpeg_call(musdb18, monkeyp
     from one call (streams merged), the same samples as four single-stream reads."""
     import pickle
 
-    import jaxsep.audio.streams as streams
-
     root, _ = musdb18
     source = MusdbSource(root, subset="train")
     refs = probe_streams(root / "train" / "song1.stem.mp4")
@@ -174,7 +174,7 @@ def test_a_folder_source_takes_stem_mp4_tracks_in_musdb_order(musdb18):
     assert snr_db(expected, vocals) > 15
 
 
-def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch, write_stem_mp4):
+def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch, write_stem_mp4, load_tool):
     corrupt = tmp_path / "corrupt" / "train" / "junk.stem.mp4"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 100)
@@ -187,6 +187,27 @@ def test_bad_stem_mp4_files_are_one_line_errors(tmp_path, monkeypatch, write_ste
     assert str(short) in message and "no audio stream 3 for 'other'" in message
     source = MusdbSource(tmp_path / "short", stems=("drums", "bass"))  # only the asked streams
     assert source.stems == ("drums", "bass") and len(source) == 1
+
+    other_rate = tmp_path / "rates" / "train" / "b.stem.mp4"
+    write_stem_mp4(
+        other_rate.with_name("a.stem.mp4"), np.stack([stem_signal(0, s, SR) for s in range(4)])
+    )
+    load_tool("bench_stem_reads").write_stem_mp4(other_rate, np.zeros((5, 22050, 2)), 22050)
+    message = one_line_error(lambda: MusdbSource(tmp_path / "rates"))
+    assert f"{other_rate} [audio stream 2]: sample rate 22050 Hz differs from 44100 Hz" in message
+
+    video = tmp_path / "video.stem.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=size=16x16:duration=0.1",
+         "-c:v", "mpeg4", str(video)], check=True,
+    )  # fmt: skip
+    message = one_line_error(lambda: probe_streams(video))
+    assert str(video) in message and "no audio streams" in message
+    message = one_line_error(lambda: probe_streams(tmp_path / "gone.stem.mp4"))
+    assert "gone.stem.mp4: no such file" in message
+    # a time base other than 1/rate (Matroska: 1/1000): frames from the duration
+    stream = {"sample_rate": "48000", "channels": 2, "time_base": "1/1000", "duration": "2.5"}
+    assert streams._stream_ref(video, 0, stream).frames == 120_000
 
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     message = one_line_error(lambda: probe_streams(short))
