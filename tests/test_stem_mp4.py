@@ -84,6 +84,7 @@ def one_line_error(call) -> str:
 
 def test_stem_mp4_tracks_are_found_and_read_from_the_right_stream(musdb18):
     root, songs = musdb18
+    (root / "train" / ".ipynb_checkpoints").mkdir(exist_ok=True)  # not a track folder
     train = MusdbSource(root, subset="train")  # layout told from the files
     assert train.names == ("song0", "song1") and train.stems == STEMS
     import musdb

@@ -325,7 +325,7 @@ class MusdbSource(TrackSource):
 
 
 def _is_wav_layout(subset_dir: Path) -> bool:
-    if any(p.is_dir() for p in subset_dir.iterdir()):
+    if any(p.is_dir() and not p.name.startswith(".") for p in subset_dir.iterdir()):
         return True
     return not any(subset_dir.glob("*.stem.mp4"))
 
