@@ -4,6 +4,7 @@ right stream at the right offset, evaluated, and bad files named in one line."""
 import json
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import jax
@@ -131,7 +132,23 @@ def test_the_stems_of_an_excerpt_are_decoded_in_one_ffmpeg_call(musdb18, monkeyp
     source.read(0, "bass", 0, 31 * SR)  # whole-track reads (evaluation) are not kept
     source.read(0, "bass", 0, 31 * SR)
     assert len(calls) == 4 and "amerge" not in " ".join(calls[-1])
-    assert pickle.loads(pickle.dumps(source))._stream_window is None  # nothing stale to workers
+    # grain reads batches in threads: another thread's excerpt read in between evicts nothing
+    before, read_drums, go_on = len(calls), threading.Event(), threading.Event()
+
+    def other_thread():
+        source.read(1, "drums", 100, 3000)
+        read_drums.set()
+        go_on.wait(timeout=60)
+        source.read(1, "vocals", 100, 3000)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    read_drums.wait(timeout=60)
+    source.read(1, "drums", 200, 3000)
+    go_on.set()
+    thread.join()
+    assert len(calls) == before + 2  # one decode per excerpt, not 3
+    assert pickle.loads(pickle.dumps(source))._stream_windows == {}  # nothing stale to workers
     other = probe_streams(root / "train" / "song0.stem.mp4")[1]
     with pytest.raises(ValueError, match="streams of one file"):
         read_streams_window([refs[1], other], 0, 10)

@@ -9,6 +9,7 @@ other), which is how every recipe asks for its targets.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,9 @@ class TrackSource:
         self.stems: tuple[str, ...] = tuple(self._groups)
         self.names: tuple[str, ...] = tuple(t.name for t in self._tracks)
         self.sample_rate, self.channels, self._frames = self._check_tracks()
-        self._stream_window: tuple[tuple[int, int, int], dict[str, np.ndarray]] | None = None
+        # per reading thread (grain reads batches in `read_threads` threads): the last window
+        # of a multi-stream file decoded for all its stems, (key, {part: window})
+        self._stream_windows: dict[int, tuple[tuple[int, int, int], dict[str, np.ndarray]]] = {}
 
     def _check_tracks(self) -> tuple[int, int, list[int]]:
         needed = {part for parts in self._groups.values() for part in parts}
@@ -136,23 +139,24 @@ class TrackSource:
         return out
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__ | {"_stream_window": None}  # grain workers get no stale window
+        return self.__dict__ | {"_stream_windows": {}}  # grain workers get no stale windows
 
     def _read_part(self, i: int, part: str, start: int, frames: int) -> np.ndarray:
         """One file stem's window. Streams of one ``.stem.mp4`` are decoded together, once per
         window (an excerpt reads every stem at one offset), and kept for the next stem's read;
-        windows over `_SHARED_DECODE_MAX_SECONDS` (whole tracks, for evaluation) are not kept."""
+        windows over `_SHARED_DECODE_MAX_SECONDS` (whole tracks, for evaluation) are not kept.
+        One slot per thread: threads reading different excerpts would evict each other's."""
         track = self._tracks[i]
         ref = track.files[part]
         if not isinstance(ref, StreamRef) or frames > _SHARED_DECODE_MAX_SECONDS * ref.samplerate:
             return read_window(ref, start, frames)
-        key = (i, start, frames)
-        cached = self._stream_window  # one slot: (key, {part: window}); swapped atomically
+        key, thread = (i, start, frames), threading.get_ident()
+        cached = self._stream_windows.get(thread)
         if cached is None or cached[0] != key:
             parts = [p for p, r in track.files.items() if isinstance(r, StreamRef)]
             windows = read_streams_window([track.files[p] for p in parts], start, frames)
             cached = (key, dict(zip(parts, windows, strict=True)))
-            self._stream_window = cached
+            self._stream_windows[thread] = cached
         return cached[1][part]
 
     def read_mixture(self, i: int, start: int, frames: int) -> np.ndarray:
