@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from jaxsep.audio.io import check_readable, read_audio, resample_audio, write_audio
+from jaxsep.audio.streams import stem_file_name
 from jaxsep.compile_options import compile_for_inference
 from jaxsep.errors import JaxsepError
 from jaxsep.modeldir import Model, load
@@ -317,9 +318,8 @@ def output_paths(
 def track_name(path: Path) -> str:
     """The name outputs are filed under: the file name without its extension, and without the
     ``.stem`` of MUSDB18's ``NAME.stem.mp4`` (as musdb names that track)."""
-    if path.name.lower().endswith(".stem.mp4"):
-        return path.name[: -len(".stem.mp4")]
-    return path.stem
+    name = stem_file_name(path)
+    return path.stem if name is None else name
 
 
 def _preflight(paths: Sequence[Path]) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from jaxsep.audio.streams import probe_streams, read_stream_window
+from jaxsep.audio.streams import probe_streams, read_stream_window, stem_file_name
 from jaxsep.errors import JaxsepError
 
 _WRITE_FORMATS = {".wav": ("WAV", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
@@ -48,7 +48,7 @@ def _decode_with_audioread(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
-    if path.name.lower().endswith(".stem.mp4"):
+    if stem_file_name(path) is not None:
         # MUSDB18's multi-stream file: its first audio stream is the mixture (float decode; the
         # audioread fallback below would pick a stream itself and quantise to 16 bits)
         mixture = probe_streams(path)[0]

@@ -20,12 +20,21 @@ import numpy as np
 
 from jaxsep.errors import JaxsepError
 
+STEM_FILE_SUFFIX = ".stem.mp4"  # MUSDB18 and Native Instruments Stems
 _FFMPEG_TIMEOUT_S = 600
 # Decoding starts this many frames before a window and drops them: a decoder started cold at the
 # window gets its first AAC frame or two (1024 samples each) wrong, without the previous frame's
 # overlap (off by up to 0.26 on chirps of amplitude 0.2). From 1024 frames of pre-roll on, a
 # window equals a decode from the file's start sample for sample (tests/test_stem_mp4.py).
 _PREROLL_FRAMES = 2048
+
+
+def stem_file_name(path: Path) -> str | None:
+    """``NAME`` of a multi-stream ``NAME.stem.mp4`` (how musdb names the track), else None."""
+    name = Path(path).name
+    if not name.lower().endswith(STEM_FILE_SUFFIX):
+        return None
+    return name[: -len(STEM_FILE_SUFFIX)]
 
 
 @dataclass(frozen=True)

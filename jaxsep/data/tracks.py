@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from jaxsep.audio.streams import StreamRef, probe_streams, read_stream_window, read_streams_window
+from jaxsep.audio.streams import (
+    STEM_FILE_SUFFIX,
+    StreamRef,
+    probe_streams,
+    read_stream_window,
+    read_streams_window,
+    stem_file_name,
+)
 from jaxsep.errors import JaxsepError, is_count
 
 MUSDB_STEMS = ("drums", "bass", "other", "vocals")
@@ -211,7 +218,7 @@ class StemFolderSource(TrackSource):
         if not root.is_dir():
             raise JaxsepError(f"{root}: not a folder")
         tracks = [_folder_track(folder, root, ext) for folder in _track_folders(root, ext)]
-        tracks += [_stem_file_track(path, root) for path in root.rglob("*.stem.mp4")]
+        tracks += [_stem_file_track(path, root) for path in root.rglob(f"*{STEM_FILE_SUFFIX}")]
         if not tracks:
             raise JaxsepError(f"{root}: no folders of {'/'.join(ext)} stem files, no .stem.mp4")
         tracks.sort(key=lambda track: track.folder)  # folders in the order they always had
@@ -229,7 +236,7 @@ def _stem_file_track(path: Path, root: Path) -> Track:
     (a file with fewer streams lacks the last stems, which `TrackSource` reports by name)."""
     streams = probe_streams(path)
     files = {stem: streams[k] for stem, k in MUSDB18_STEM_IDS.items() if 0 < k < len(streams)}
-    name = path.relative_to(root).as_posix().removesuffix(".stem.mp4")
+    name = (path.parent.relative_to(root) / stem_file_name(path)).as_posix()
     return Track(name, path, files, streams[MUSDB18_STEM_IDS["mixture"]])
 
 
@@ -329,9 +336,8 @@ class MusdbSource(TrackSource):
 
 
 def _is_wav_layout(subset_dir: Path) -> bool:
-    if any(p.is_dir() and not p.name.startswith(".") for p in subset_dir.iterdir()):
-        return True
-    return not any(subset_dir.glob("*.stem.mp4"))
+    """Track folders: HQ; else ``.stem.mp4`` files: MUSDB18; neither: HQ (no tracks found)."""
+    return bool(_musdb_entries(subset_dir, True)) or not _musdb_entries(subset_dir, False)
 
 
 def _musdb_entries(subset_dir: Path, is_wav: bool) -> list[tuple[str, Path]]:
@@ -340,7 +346,7 @@ def _musdb_entries(subset_dir: Path, is_wav: bool) -> list[tuple[str, Path]]:
     if is_wav:
         folders = (p for p in subset_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
         return [(p.name, p) for p in sorted(folders)]
-    return [(p.name.removesuffix(".stem.mp4"), p) for p in sorted(subset_dir.glob("*.stem.mp4"))]
+    return [(stem_file_name(p), p) for p in sorted(subset_dir.glob(f"*{STEM_FILE_SUFFIX}"))]
 
 
 def _wav_track(name: str, folder: Path, setup: Mapping[str, Any], needed: Sequence[str]) -> Track:
