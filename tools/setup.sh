@@ -3,6 +3,7 @@
 #   bash tools/setup.sh demo   # installs everything, runs `jaxsep demo`
 #   bash tools/setup.sh test   # installs everything, runs the whole test suite
 #   bash tools/setup.sh install
+#   bash tools/setup.sh freeze # rewrite constraints.txt from .venv (after a deliberate upgrade)
 # System packages: ffmpeg (musdb/stempeg need ffmpeg+ffprobe even for WAV), libfluidsynth3 and
 # GM soundfonts (TimGM6mb, FluidR3) for the synthetic corpus. Python packages go to ./.venv.
 set -euo pipefail
@@ -27,9 +28,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-if [ ! -f .venv/.jaxsep-installed ] || [ pyproject.toml -nt .venv/.jaxsep-installed ]; then
-  # torch==2.13.0 exactly: the CPU wheel; any other spelling pulls the CUDA build.
-  .venv/bin/pip install -q -e ".[torch,synth,test]"
+if [ ! -f .venv/.jaxsep-installed ] || [ pyproject.toml -nt .venv/.jaxsep-installed ] \
+  || [ constraints.txt -nt .venv/.jaxsep-installed ]; then
+  # torch==2.13.0 exactly: the CPU wheel; any other spelling pulls the CUDA build. Every other
+  # package at the version constraints.txt names (the last green CI's set).
+  .venv/bin/pip install -q -c constraints.txt -e ".[torch,synth,test]"
   touch .venv/.jaxsep-installed
 fi
 
@@ -38,5 +41,8 @@ case "$what" in
   demo) exec .venv/bin/jaxsep demo "$@" ;;
   test) exec .venv/bin/python -m pytest -n 2 -q --durations=15 tests "$@" ;;
   lint) .venv/bin/ruff format --check . && exec .venv/bin/ruff check . ;;
-  *) echo "usage: bash tools/setup.sh {demo|test|install|lint}" >&2; exit 2 ;;
+  freeze)  # after a deliberate upgrade in .venv: rewrite constraints.txt from it (header kept)
+    { grep '^#' constraints.txt; .venv/bin/pip freeze --exclude-editable | grep -v '^torch=='; } \
+      > constraints.txt.new && mv constraints.txt.new constraints.txt ;;
+  *) echo "usage: bash tools/setup.sh {demo|test|install|lint|freeze}" >&2; exit 2 ;;
 esac
