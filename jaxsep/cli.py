@@ -32,6 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="retain: keep freed host memory for the next step (XLA:CPU re-faults its temporaries "
         "every call otherwise; jaxsep.host_memory); system: glibc's defaults",
     )
+    parser.add_argument(
+        "--compile-cache",
+        metavar="DIR|off",
+        default=None,
+        help="keep compiled XLA programs in DIR for later runs (default: $JAXSEP_COMPILE_CACHE, "
+        "else ~/.cache/jaxsep/xla; jaxsep.compile_cache); off: compile in every run. "
+        "`bench` never uses it: it times compiles",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("synth", help="generate a synthetic multi-stem corpus in MUSDB18-HQ layout")
@@ -157,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, extra: list[str], argv: list[str] = ()) -> int:
     if args.command in NOT_BUILT:
         raise JaxsepError(NOT_BUILT[args.command])
+    if args.command != "bench":  # the bench's compile_s times real compiles
+        from jaxsep.compile_cache import enable_compile_cache, resolve_cache_root
+
+        cache_root = resolve_cache_root(args.compile_cache)
+        if cache_root is not None:
+            enable_compile_cache(cache_root)
     if args.command == "synth":
         from jaxsep.data.synth import synthesize_corpus
 

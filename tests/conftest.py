@@ -12,6 +12,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # on a GPU (the GPU session), the bench tests run JAX and PyTorch on one device: as the bench
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# the command line's persistent compilation cache stays out of the user's home during tests
+# (tests/test_compile_cache.py points it at temporary directories)
+os.environ.setdefault("JAXSEP_COMPILE_CACHE", "off")
 
 from pathlib import Path  # noqa: E402
 

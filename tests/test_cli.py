@@ -144,6 +144,7 @@ def test_distributed_without_a_cluster_is_one_line(tmp_path):
     """`--distributed` where jax.distributed finds no cluster, or with a malformed JAXSEP_*
     variable, stops in one line before any data is read."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAXSEP_", "OMPI_"))}
+    env["JAXSEP_COMPILE_CACHE"] = "off"  # not the user's home (conftest)
     command = [sys.executable, "-m", "jaxsep.cli", "train", "--config", "configs/mask_demo.py:tiny"]
     command += ["--workdir", str(tmp_path / "w"), "--data", str(tmp_path / "none"), "--distributed"]
     for extra, expected in [

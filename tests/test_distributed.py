@@ -147,6 +147,7 @@ def _train_worker(workdir: str, num_steps: int) -> None:
 
 def _env(num_devices: int, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAXSEP_")}
+    env["JAXSEP_COMPILE_CACHE"] = "off"  # not the user's home (conftest)
     return {**env, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": str(num_devices), **extra}
 
 
