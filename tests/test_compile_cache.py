@@ -133,15 +133,8 @@ def test_unusable_cache_directory_is_a_one_line_error(xumx_tiny_and_track, tmp_p
     model, track = xumx_tiny_and_track
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    summary, result = run_cli(
-        "--compile-cache",
-        str(blocker),
-        "separate",
-        str(track),
-        "--model",
-        str(model),
-        home=tmp_path,
-    )
+    args = ("separate", str(track), "--model", str(model), "-o", str(tmp_path / "out"))
+    summary, result = run_cli("--compile-cache", str(blocker), *args, home=tmp_path)
     assert summary["code"] == 2
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("jaxsep separate: error: ") and str(blocker) in line
