@@ -223,9 +223,17 @@ def test_pipeline_bench_and_table(tmp_path):
     table = render_table(read_records([tmp_path]))
     assert "### ?" not in table  # a BSSEval record is not a device of its own
     assert "| s | d | 1 | 22 | 22 | 1.0e-13 | – | abc |" in table
+    cache = {"bench": "compile_cache", "what": "w", "device": "d", "git_revision": "abc"}
+    cache |= {"train_off_s": 20.0, "train_cold_s": 21.0, "train_warm_s": 8.0}
+    cache |= {"train_warm_over_off": 0.4, "sep_off_s": 6.0, "sep_cold_s": 6.0, "sep_warm_s": 4.5}
+    (tmp_path / "cpu" / "compile_cache.jsonl").write_text(
+        json.dumps(cache | {"sep_warm_over_off": 0.75}) + "\n"
+    )
+    table = render_table(read_records([tmp_path]))
+    assert "| w | d | 20 | 21 | 8 | 0.4 | 6 | 6 | 4.5 | 0.75 | – | abc |" in table
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{START}\nold\n{END}\nouttro\n")
+    readme.write_text(f"intro\n{START}\nstale table\n{END}\nouttro\n")
     result = subprocess.run(
         [sys.executable, "tools/bench_table.py", str(tmp_path / "cpu"), "--readme", str(readme)],
         capture_output=True,
@@ -234,7 +242,7 @@ def test_pipeline_bench_and_table(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     text = readme.read_text()
-    assert "old" not in text and "| xumx | train |" in text
+    assert "stale table" not in text and "| xumx | train |" in text
     assert text.startswith("intro\n") and text.endswith("outtro\n")
     with pytest.raises(ValueError, match="markers"):
         update_readme(path, table)

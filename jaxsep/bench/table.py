@@ -185,6 +185,7 @@ def render_table(records: list[dict]) -> str:
     precision, its accuracy against float32), and per device one of pipeline records."""
     bsseval = [r for r in records if r.get("bench") == "bsseval"]
     stem_reads = [r for r in records if r.get("bench") == "stem_reads"]
+    compile_cache = [r for r in records if r.get("bench") == "compile_cache"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
     for slug in sorted({r.get("device_slug", "?") for r in records}):
@@ -213,6 +214,8 @@ def render_table(records: list[dict]) -> str:
         out += _bsseval_rows(bsseval[-1:]) + [""]
     if stem_reads:
         out += _stem_read_rows(stem_reads[-1:]) + [""]
+    if compile_cache:
+        out += _compile_cache_rows(compile_cache[-1:]) + [""]
     return "\n".join(out) + ("\n" if out else "")
 
 
@@ -253,6 +256,28 @@ def _stem_read_rows(records: list[dict]) -> list[str]:
             f"{_num(median.get('jaxsep_4_stems'), 4)} | {_num(median.get('stempeg_4_stems'), 4)} "
             f"| {_num(r.get('speedup'), 3)} / {_num(r.get('speedup_4_stems'), 3)} | "
             f"{r.get('max_abs_diff', float('nan')):.1e} | {_load(r)} | {r.get('git_revision')} |"
+        )
+    return rows
+
+
+def _compile_cache_rows(records: list[dict]) -> list[str]:
+    """Fresh `jaxsep` processes compiling every program, filling an empty persistent cache, and
+    loading from a warm one (tools/bench_compile_cache.py); median wall seconds."""
+    rows = [
+        "### Persistent compile cache: fresh `jaxsep` processes, wall seconds\n",
+        "| commands | device | train: off | cold | warm | warm / off | separate: off | cold | "
+        "warm | warm / off | load | git |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        cells = [
+            _num(r.get(f"{command}_{way}"), 3)
+            for command in ("train", "sep")
+            for way in ("off_s", "cold_s", "warm_s", "warm_over_off")
+        ]
+        rows.append(
+            f"| {r.get('what')} | {r.get('device')} | {' | '.join(cells)} | {_load(r)} | "
+            f"{r.get('git_revision')} |"
         )
     return rows
 
