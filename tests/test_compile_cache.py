@@ -158,3 +158,16 @@ def test_training_from_cached_programs_follows_the_same_losses(tmp_path):
         records = (workdir / "metrics.jsonl").read_text().splitlines()
         losses.append([(r["split"], r["step"], r["loss"]) for r in map(json.loads, records)])
     assert len(losses[0]) >= 4 and losses[1] == losses[0]
+
+
+def test_compile_cache_tool_times_all_three_ways_and_records_the_cache_size(run_record_tool):
+    record = run_record_tool(
+        "bench_compile_cache", "--repeats", "1", "--config", "configs/xumx.py:tiny"
+    )
+    for command in ("train", "sep"):
+        for way in ("off", "cold", "warm"):
+            assert record[f"{command}_{way}_s"] > 0
+        ratio = record[f"{command}_warm_s"] / record[f"{command}_off_s"]
+        assert record[f"{command}_warm_over_off"] == pytest.approx(ratio, abs=0.01)
+    assert record["cache_files"] >= 2 and record["cache_mb"] > 0
+    assert "configs/xumx.py:tiny" in record["what"]

@@ -1,16 +1,19 @@
 """Time `jaxsep` commands compiling every program against loading them from the persistent
 compilation cache (`jaxsep/compile_cache.py`).
 
-Writes a small synthetic corpus (`jaxsep synth`), then runs, each in a fresh process as a user
-runs them:
+Writes a small corpus of tones and noise in MUSDB18-HQ layout (`jaxsep.bench.pipeline`'s, so no
+soundfont is needed and the tool runs on the GPU host too), then runs, each in a fresh process
+as a user runs them:
 
-* train: `jaxsep train --config configs/xumx.py` (the full-size X-UMX: statistics, `--steps`
-  training steps of 2 x 1 s, one validation pass, checkpoint, model export) in a new workdir;
+* train: `jaxsep train --config configs/xumx.py` (or `--config`; the full-size X-UMX: input
+  statistics, `--steps` training steps of 2 x 1 s, one validation pass, checkpoint, model
+  export) in a new workdir;
 * separate: `jaxsep separate` of one test song with the model that training wrote;
 
 each three ways, interleaved over `--repeats` rounds: `--compile-cache off`, a cold cache (an
 empty directory) and a warm one (the directory the round's cold run filled). Prints one JSON
-record (median wall seconds per command and way, warm / off); `-o FILE` appends it.
+record (median wall seconds per command and way, warm / off, the files and megabytes the two
+commands left in the cache); `-o FILE` appends it.
 
     .venv/bin/python tools/bench_compile_cache.py [--repeats 3] \
         [-o benchmarks/results/cpu/compile_cache.jsonl]
@@ -28,7 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
 from jaxsep.bench import harness
+from jaxsep.bench.pipeline import SAMPLE_RATE, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS = ("off", "cold", "warm")
@@ -46,7 +53,17 @@ def jaxsep(*args: str) -> float:
     return seconds
 
 
-def train_args(corpus: Path, workdir: Path, steps: int) -> list[str]:
+def device_name() -> str:
+    """The accelerator JAX runs on, else the CPU model (the children ran on the same)."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"{harness.cpu_model_name()} ({os.cpu_count()} cores)"
+    return device.device_kind
+
+
+def train_args(config: str, corpus: Path, workdir: Path, steps: int) -> list[str]:
     overrides = {
         "num_steps": steps,
         "batch_size": 2,
@@ -57,8 +74,14 @@ def train_args(corpus: Path, workdir: Path, steps: int) -> list[str]:
         "checkpoint_every": steps,
         "log_every": steps,
     }
-    config = [f"--config.{key}={value}" for key, value in overrides.items()]
-    return ["train", "--config", "configs/xumx.py", *config, "--workdir", str(workdir)] + [
+    overrides = [f"--config.{key}={value}" for key, value in overrides.items()]
+    return [
+        "train",
+        "--config",
+        config,
+        *overrides,
+        "--workdir",
+        str(workdir),
         "--data",
         str(corpus),
     ]
@@ -68,34 +91,46 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="training steps per train run")
+    parser.add_argument(
+        "--config", default="configs/xumx.py", help="training config (`:tiny` for a quick check)"
+    )
     parser.add_argument("-o", "--out", type=Path, help="append the JSON record to this file")
     args = parser.parse_args()
     load_start = harness.load_average()
     times: dict[str, dict[str, list[float]]] = {c: {w: [] for w in WAYS} for c in ("train", "sep")}
+    cache_files, cache_bytes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = tmp / "corpus"
-        jaxsep("--compile-cache", "off", "synth", str(corpus), "--songs", "4", "--seconds", "8")
-        song = sorted((corpus / "test").iterdir())[0] / "mixture.wav"
+        write_corpus(corpus / "train", songs=3, seconds=8.0)
+        write_corpus(corpus / "test", songs=1, seconds=8.0)
+        song = corpus / "test" / "song0" / "mixture.wav"
+        stems = [sf.read(path, dtype="float32")[0] for path in song.parent.glob("*.wav")]
+        sf.write(song, np.sum(stems, axis=0), SAMPLE_RATE, subtype="FLOAT")
         for round_ in range(args.repeats):
             cache = tmp / f"cache{round_}"
             for way in WAYS:
                 setting = "off" if way == "off" else str(cache)
                 workdir = tmp / f"run{round_}-{way}"
-                times["train"][way].append(
-                    jaxsep("--compile-cache", setting, *train_args(corpus, workdir, args.steps))
-                )
+                train = train_args(args.config, corpus, workdir, args.steps)
+                times["train"][way].append(jaxsep("--compile-cache", setting, *train))
                 sep_args = [str(song), "--model", str(workdir / "model"), "-o", str(workdir / "s")]
                 times["sep"][way].append(jaxsep("--compile-cache", setting, "separate", *sep_args))
+                if way == "cold":  # what the two commands left in the cache
+                    entries = [p for p in cache.rglob("*") if p.is_file()]
+                    cache_files.append(len(entries))
+                    cache_bytes.append(sum(p.stat().st_size for p in entries))
                 print(round_, way, {c: round(t[way][-1], 2) for c, t in times.items()}, flush=True)
             shutil.rmtree(cache)
     import jax
 
     record = {
         "bench": "compile_cache",
-        "what": "wall seconds of fresh `jaxsep` processes: train configs/xumx.py (full-size "
-        f"X-UMX, {args.steps} steps of 2 x 1 s), separate an 8 s song with its model",
-        "device": f"{harness.cpu_model_name()} ({os.cpu_count()} cores)",
+        "what": f"wall seconds of fresh `jaxsep` processes: train {args.config} ({args.steps} "
+        "steps of 2 x 1 s), separate an 8 s song with its model",
+        "cache_files": max(cache_files),
+        "cache_mb": round(max(cache_bytes) / 1e6, 1),
+        "device": device_name(),
         "jax_version": jax.__version__,
         "repeats": args.repeats,
         "load_avg_start": load_start,

@@ -5,7 +5,8 @@
 # what finished):
 #
 #   bash tools/gpu_session.sh fp32      # GPU tests (cuDNN LSTM, bench parity), fp32 model benches
-#   bash tools/gpu_session.sh extras    # 3-minute-track X-UMX RTF, grain pipeline (16 cores)
+#   bash tools/gpu_session.sh extras    # 3-minute-track X-UMX RTF, grain pipeline (16 cores),
+#                                       # compile cache (cold vs warm processes)
 #   bash tools/gpu_session.sh lowp      # tf32 and bf16 model benches
 #
 # Between calls, copy the returned fp32.jsonl into benchmarks/results/<device slug>/ (it
@@ -68,6 +69,9 @@ log="$OUT/$stage.log"
       fi
       nproc
       bench pipeline --size "$SIZE" -o "$OUT/pipeline.jsonl"
+      if [ "$SIZE" = paper ]; then  # last: compiles on a GPU (autotuning) take longest
+        "$PY" tools/bench_compile_cache.py --repeats 2 -o "$OUT/compile_cache.jsonl"
+      fi
       ;;
     lowp)
       for p in tf32 bf16; do
