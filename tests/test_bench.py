@@ -230,7 +230,7 @@ def test_pipeline_bench_and_table(tmp_path):
         json.dumps(cache | {"sep_warm_over_off": 0.75}) + "\n"
     )
     table = render_table(read_records([tmp_path]))
-    assert "| w | d | 20 | 21 | 8 | 0.4 | 6 | 6 | 4.5 | 0.75 | – | abc |" in table
+    assert "| w | d | 20 | 21 | 8 | 0.4 | 6 | 6 | 4.5 | 0.75 | –, – | – | abc |" in table
 
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nstale table\n{END}\nouttro\n")

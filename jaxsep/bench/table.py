@@ -266,8 +266,8 @@ def _compile_cache_rows(records: list[dict]) -> list[str]:
     rows = [
         "### Persistent compile cache: fresh `jaxsep` processes, wall seconds\n",
         "| commands | device | train: off | cold | warm | warm / off | separate: off | cold | "
-        "warm | warm / off | load | git |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "warm | warm / off | cache files, MB | load | git |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         cells = [
@@ -276,7 +276,8 @@ def _compile_cache_rows(records: list[dict]) -> list[str]:
             for way in ("off_s", "cold_s", "warm_s", "warm_over_off")
         ]
         rows.append(
-            f"| {r.get('what')} | {r.get('device')} | {' | '.join(cells)} | {_load(r)} | "
+            f"| {r.get('what')} | {r.get('device')} | {' | '.join(cells)} | "
+            f"{r.get('cache_files', '–')}, {_num(r.get('cache_mb'))} | {_load(r)} | "
             f"{r.get('git_revision')} |"
         )
     return rows
