@@ -169,5 +169,5 @@ def test_compile_cache_tool_times_all_three_ways_and_records_the_cache_size(run_
             assert record[f"{command}_{way}_s"] > 0
         ratio = record[f"{command}_warm_s"] / record[f"{command}_off_s"]
         assert record[f"{command}_warm_over_off"] == pytest.approx(ratio, abs=0.01)
-    assert record["cache_files"] >= 2 and record["cache_mb"] > 0
+    assert record["cache_programs"] >= 2 and record["cache_mb"] > 0
     assert "configs/xumx.py:tiny" in record["what"]

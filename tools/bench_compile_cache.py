@@ -12,7 +12,7 @@ as a user runs them:
 
 each three ways, interleaved over `--repeats` rounds: `--compile-cache off`, a cold cache (an
 empty directory) and a warm one (the directory the round's cold run filled). Prints one JSON
-record (median wall seconds per command and way, warm / off, the files and megabytes the two
+record (median wall seconds per command and way, warm / off, the programs and megabytes the two
 commands left in the cache); `-o FILE` appends it.
 
     .venv/bin/python tools/bench_compile_cache.py [--repeats 3] \
@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
     load_start = harness.load_average()
     times: dict[str, dict[str, list[float]]] = {c: {w: [] for w in WAYS} for c in ("train", "sep")}
-    cache_files, cache_bytes = [], []
+    cache_programs, cache_bytes = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = tmp / "corpus"
@@ -117,9 +117,9 @@ def main() -> None:
                 sep_args = [str(song), "--model", str(workdir / "model"), "-o", str(workdir / "s")]
                 times["sep"][way].append(jaxsep("--compile-cache", setting, "separate", *sep_args))
                 if way == "cold":  # what the two commands left in the cache
-                    entries = [p for p in cache.rglob("*") if p.is_file()]
-                    cache_files.append(len(entries))
-                    cache_bytes.append(sum(p.stat().st_size for p in entries))
+                    files = [p for p in cache.rglob("*") if p.is_file()]
+                    cache_programs.append(sum(p.name.endswith("-cache") for p in files))
+                    cache_bytes.append(sum(p.stat().st_size for p in files))
                 print(round_, way, {c: round(t[way][-1], 2) for c, t in times.items()}, flush=True)
             shutil.rmtree(cache)
     import jax
@@ -128,7 +128,7 @@ def main() -> None:
         "bench": "compile_cache",
         "what": f"wall seconds of fresh `jaxsep` processes: train {args.config} ({args.steps} "
         "steps of 2 x 1 s), separate an 8 s song with its model",
-        "cache_files": max(cache_files),
+        "cache_programs": max(cache_programs),
         "cache_mb": round(max(cache_bytes) / 1e6, 1),
         "device": device_name(),
         "jax_version": jax.__version__,

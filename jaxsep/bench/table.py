@@ -266,7 +266,7 @@ def _compile_cache_rows(records: list[dict]) -> list[str]:
     rows = [
         "### Persistent compile cache: fresh `jaxsep` processes, wall seconds\n",
         "| commands | device | train: off | cold | warm | warm / off | separate: off | cold | "
-        "warm | warm / off | cache files, MB | load | git |",
+        "warm | warm / off | cached programs, MB | load | git |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
@@ -277,7 +277,7 @@ def _compile_cache_rows(records: list[dict]) -> list[str]:
         ]
         rows.append(
             f"| {r.get('what')} | {r.get('device')} | {' | '.join(cells)} | "
-            f"{r.get('cache_files', '–')}, {_num(r.get('cache_mb'))} | {_load(r)} | "
+            f"{r.get('cache_programs', '–')}, {_num(r.get('cache_mb'))} | {_load(r)} | "
             f"{r.get('git_revision')} |"
         )
     return rows
