@@ -23,6 +23,9 @@ from jaxsep.errors import JaxsepError
 
 ENV_VAR = "JAXSEP_COMPILE_CACHE"
 OFF = "off"
+# How JAX's cache (jax/_src/lru_cache.py) names an entry's program and its last-use stamp, and
+# the file it locks; tests/test_compile_cache.py checks them against the installed JAX.
+ENTRY_SUFFIX, STAMP_SUFFIX, LOCK_FILE = "-cache", "-atime", ".lockfile"
 # Least recently used entries are evicted past this size. Setting a size also makes JAX take a
 # file lock around each read and write, so a process never reads an entry another is writing.
 MAX_BYTES = 4 << 30
@@ -85,6 +88,32 @@ def enable_compile_cache(root: str | os.PathLike, max_bytes: int = MAX_BYTES) ->
         raise JaxsepError(
             f"{path}: compile cache is not writable; pass --compile-cache {OFF} or another directory"
         )
+    remove_interrupted_writes(path)
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_compilation_cache_max_size", int(max_bytes))
     return path
+
+
+def remove_interrupted_writes(path: Path) -> list[Path]:
+    """Delete the entries a killed process left half-written in the cache folder `path`.
+
+    JAX writes an entry's program (`KEY-cache`), then its last-use stamp (`KEY-atime`), under
+    the folder's file lock; a program without its stamp was cut off. Left there, JAX would warn
+    on every later run that it cannot read it, never replace it, and fail every later write
+    (its size-cap scan reads each entry's stamp): the cache would be dead from then on, and a
+    killed run is exactly the one that gets resumed. The scan holds the same lock, so a write in
+    progress in another process is never taken for an interrupted one.
+    """
+    import filelock
+
+    removed = []
+    try:
+        with filelock.FileLock(path / LOCK_FILE, timeout=10):
+            for entry in path.glob(f"*{ENTRY_SUFFIX}"):
+                stamp = entry.with_name(entry.name.removesuffix(ENTRY_SUFFIX) + STAMP_SUFFIX)
+                if not stamp.exists():
+                    entry.unlink(missing_ok=True)
+                    removed.append(entry)
+    except filelock.Timeout:  # another process holds the cache for long: leave it to a later run
+        pass
+    return removed

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxsep.compile_cache import ENV_VAR, host_tag, resolve_cache_root
+from jaxsep.compile_cache import (
+    ENTRY_SUFFIX,
+    ENV_VAR,
+    LOCK_FILE,
+    STAMP_SUFFIX,
+    host_tag,
+    resolve_cache_root,
+)
 from jaxsep.convert import convert_to_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,22 +149,38 @@ def test_unusable_cache_directory_is_a_one_line_error(xumx_tiny_and_track, tmp_p
 
 
 def test_training_from_cached_programs_follows_the_same_losses(tmp_path):
+    """Cold cache, warm cache, then warm again after a run killed while writing its train step
+    (program cut short, no last-use stamp): that entry is dropped and written anew, no warning."""
     from jaxsep.data.synth import synthesize_corpus
 
     corpus = tmp_path / "pop"
     synthesize_corpus(corpus, songs=3, seconds=2.0, domain="pop", seed=3, test_fraction=0.34)
     cache = tmp_path / "cache"
     losses = []
-    for run in range(2):
+    for run in range(3):
+        if run == 2:
+            (program,) = (cache / host_tag()).glob("jit_step-*" + ENTRY_SUFFIX)
+            program.write_bytes(program.read_bytes()[: program.stat().st_size // 2])
+            stamp = program.with_name(program.name.replace(ENTRY_SUFFIX, STAMP_SUFFIX))
+            stamp.unlink()
         workdir = tmp_path / f"run{run}"
         args = ("--compile-cache", str(cache), "train", "--config", "configs/mask_demo.py:tiny")
         args += ("--workdir", str(workdir), "--data", str(corpus))
         summary, result = run_cli(*args, "--config.data.setup_file=synth.yaml", home=tmp_path)
         assert summary["code"] == 0, result.stderr
-        assert (summary["hits"] >= 1) == (run == 1)
+        assert (summary["hits"] >= 1) == (run >= 1)
+        assert "cache" not in result.stderr, result.stderr  # JAX warns of unreadable entries
         records = (workdir / "metrics.jsonl").read_text().splitlines()
         losses.append([(r["split"], r["step"], r["loss"]) for r in map(json.loads, records)])
-    assert len(losses[0]) >= 4 and losses[1] == losses[0]
+    assert len(losses[0]) >= 4 and losses[2] == losses[1] == losses[0]
+    assert stamp.exists() and program.stat().st_size > 0  # the step was compiled and written anew
+
+
+def test_cache_file_names_are_the_installed_jax_ones(tmp_path):
+    from jax._src import lru_cache  # what remove_interrupted_writes relies on
+
+    assert (lru_cache._CACHE_SUFFIX, lru_cache._ATIME_SUFFIX) == (ENTRY_SUFFIX, STAMP_SUFFIX)
+    assert lru_cache.LRUCache(str(tmp_path), max_size=1 << 20).lock_path.name == LOCK_FILE
 
 
 def test_compile_cache_tool_times_all_three_ways_and_records_the_cache_size(run_record_tool):
