@@ -179,3 +179,59 @@ def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
         )
     for have, want in zip(staged, whole, strict=True):
         np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
+
+
+def test_tracks_of_similar_length_share_programs_and_padding_changes_no_score():
+    """Signals are zero-padded to a ladder of lengths (`padded_length`), so tracks a few percent
+    apart compile once; their scores are those of the unpadded signals."""
+    from jaxsep.evaluate import bsseval
+
+    rng = np.random.default_rng(6)
+    window, hop, filter_len = SAMPLE_RATE // 10, SAMPLE_RATE // 20, 40  # sizes no other test uses
+    lengths = (int(0.61 * SAMPLE_RATE), int(0.63 * SAMPLE_RATE))
+    assert len({bsseval.padded_length(n, window) for n in lengths}) == 1
+    statistics = bsseval._statistics_program._cache_size()
+    frames = bsseval._frames_program._cache_size()
+    for length in lengths:
+        references = coloured_noise(rng, 2, length / SAMPLE_RATE)
+        estimates = references + 0.3 * rng.standard_normal(references.shape)
+        got = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=filter_len)
+        with jax.enable_x64(True):  # one program on the signals as they are: no padding
+            unpadded = bss_eval_v4_traced(
+                jnp.asarray(references),
+                jnp.asarray(estimates),
+                window=window,
+                hop=hop,
+                filter_len=filter_len,
+            )
+        for have, want in zip(got, unpadded, strict=True):
+            assert have.shape == (2, frame_count(length, window, hop))
+            np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
+    assert bsseval._statistics_program._cache_size() == statistics + 1
+    assert bsseval._frames_program._cache_size() == frames + 1
+
+
+@pytest.mark.parametrize("window", [1, 1000, 44100])
+def test_padded_length_is_at_most_an_eighth_longer_and_never_pads_one_window(window):
+    from jaxsep.evaluate.bsseval import padded_length
+
+    for length in [*range(1, 3000, 7), 44100, 44101, 10_584_000]:
+        padded = padded_length(length, window)
+        if length <= window:
+            assert padded == length
+        else:
+            assert length <= padded <= 1.125 * length
+    assert len({padded_length(n, 1) for n in range(2**17 + 1, 2**18 + 1)}) == 8  # an octave
+
+
+def test_track_set_tool_compiles_one_program_per_ladder_length(run_record_tool):
+    """tools/bench_bsseval_tracks.py: two songs 2% apart share one program on the ladder."""
+    record = run_record_tool(
+        "bench_bsseval_tracks", "--tracks", "2", "--seconds", "1.5", "1.53", "--repeats", "1"
+    )
+    assert (record["ladder_programs"], record["exact_programs"]) == (1, 2)
+    assert record["ladder_s"] > 0 and record["exact_s"] > 0
+    assert record["ladder_over_exact"] == pytest.approx(
+        record["ladder_s"] / record["exact_s"], abs=0.01
+    )
+    assert record["signals"].startswith("2 songs of 1.5-1.53 s")
