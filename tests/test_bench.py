@@ -223,13 +223,6 @@ def test_pipeline_bench_and_table(tmp_path):
     table = render_table(read_records([tmp_path]))
     assert "### ?" not in table  # a BSSEval record is not a device of its own
     assert "| s | d | 1 | 22 | 22 | 1.0e-13 | – | abc |" in table
-    tracks = {"bench": "bsseval_tracks", "signals": "t", "device": "d", "ladder_s": 6.0}
-    tracks |= {"exact_s": 10.0, "ladder_over_exact": 0.6, "ladder_programs": 5}
-    (tmp_path / "cpu" / "bsseval_tracks.jsonl").write_text(
-        json.dumps(tracks | {"exact_programs": 12, "git_revision": "abc"}) + "\n"
-    )
-    table = render_table(read_records([tmp_path]))
-    assert "| t | d | 6 | 10 | 0.6 | 5, 12 | – | abc |" in table
     cache = {"bench": "compile_cache", "what": "w", "device": "d", "git_revision": "abc"}
     cache |= {"train_off_s": 20.0, "train_cold_s": 21.0, "train_warm_s": 8.0}
     cache |= {"train_warm_over_off": 0.4, "sep_off_s": 6.0, "sep_cold_s": 6.0, "sep_warm_s": 4.5}

@@ -186,7 +186,6 @@ def render_table(records: list[dict]) -> str:
     bsseval = [r for r in records if r.get("bench") == "bsseval"]
     stem_reads = [r for r in records if r.get("bench") == "stem_reads"]
     compile_cache = [r for r in records if r.get("bench") == "compile_cache"]
-    bsseval_tracks = [r for r in records if r.get("bench") == "bsseval_tracks"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
     for slug in sorted({r.get("device_slug", "?") for r in records}):
@@ -213,9 +212,6 @@ def render_table(records: list[dict]) -> str:
             out += _pipeline_rows(pipeline) + [""]
     if bsseval:
         out += _bsseval_rows(bsseval[-1:]) + [""]
-    if bsseval_tracks:  # the latest record per set of signals
-        by_signals = {r.get("signals"): r for r in bsseval_tracks}
-        out += _bsseval_track_rows(list(by_signals.values())) + [""]
     if stem_reads:
         out += _stem_read_rows(stem_reads[-1:]) + [""]
     if compile_cache:
@@ -239,25 +235,6 @@ def _bsseval_rows(records: list[dict]) -> list[str]:
             f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('jax_s'))} | "
             f"{_num(r.get('museval_s'))} | {_num(r.get('speedup'), 2)} | "
             f"{r.get('max_abs_diff_db', float('nan')):.1e} | {_load(r)} | {r.get('git_revision')} |"
-        )
-    return rows
-
-
-def _bsseval_track_rows(records: list[dict]) -> list[str]:
-    """A set of tracks of different lengths scored with the length ladder (tracks of similar
-    length share programs) and with exact lengths (tools/bench_bsseval_tracks.py)."""
-    rows = [
-        "### BSSEval v4 over tracks of different lengths: length ladder vs exact lengths\n",
-        "| signals | device | ladder s | exact s | ladder / exact | programs (ladder, exact) | "
-        "load | git |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in records:
-        rows.append(
-            f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('ladder_s'))} | "
-            f"{_num(r.get('exact_s'))} | {_num(r.get('ladder_over_exact'))} | "
-            f"{r.get('ladder_programs')}, {r.get('exact_programs')} | {_load(r)} | "
-            f"{r.get('git_revision')} |"
         )
     return rows
 
