@@ -37,26 +37,6 @@ FRAMES_PER_STEP = 1
 RESIDUAL_TOLERANCE = 1e-6
 
 
-# Tracks differ in length, and each new length compiles the statistics and frame programs again
-# (~1 s on the 2-core CPU, against ~0.1 s of scoring per 10 s of a 4-source stereo track; on an
-# accelerator the compile is all of it). `bss_eval_v4` zero-pads the signals to the next length
-# of a geometric ladder, 8 lengths per octave (at most 12.5% more samples, 6% on average), so
-# tracks of similar length share programs. No score changes: the correlations only gain zero
-# products, and the frames the padding adds are dropped (every real frame ends inside the
-# signal: museval's framing drops a tail shorter than a window).
-LENGTHS_PER_OCTAVE = 8
-
-
-def padded_length(length: int, window: int) -> int:
-    """The ladder length `bss_eval_v4` pads a `length`-sample signal to (`length` itself when it
-    is one window or less: then the one frame is the whole signal, and padding would lengthen
-    it). Ladder: `m * 2**e` with `LENGTHS_PER_OCTAVE <= m < 2 * LENGTHS_PER_OCTAVE`."""
-    if length <= max(window, LENGTHS_PER_OCTAVE):
-        return length
-    step = 2 ** max(int(length).bit_length() - LENGTHS_PER_OCTAVE.bit_length(), 0)
-    return -(-length // step) * step
-
-
 def frame_count(length: int, window: int, hop: int) -> int:
     """Number of frames museval's `Framing` yields: the tail shorter than a window is dropped."""
     if window < length:
@@ -395,25 +375,11 @@ def bss_eval_v4(
     solve needs float64.
     """
     window, hop, filter_len = int(window), int(hop), int(filter_len)
-    length = np.shape(references)[1]
-    padded = padded_length(length, window)  # tracks of similar length share programs
     with jax.enable_x64(True):
         # device_put: half the host cost of jnp.asarray for these 10-100 MB arrays
-        refs = jax.device_put(_float64_zero_padded(references, padded))
-        ests = jax.device_put(_float64_zero_padded(estimates, padded))
+        refs = jax.device_put(np.asarray(references, np.float64))
+        ests = jax.device_put(np.asarray(estimates, np.float64))
         lag_blocks, cross = _statistics_program(refs, ests, filter_len)
         all_filters, own_filters = _filters_program(lag_blocks, cross, refs.shape[0])
         result = _frames_program(refs, ests, all_filters, own_filters, window=window, hop=hop)
-        frames = frame_count(length, window, hop)  # the padding's frames dropped
-        return tuple(np.asarray(r)[:, :frames] for r in result)
-
-
-def _float64_zero_padded(signals: np.ndarray | jax.Array, length: int) -> np.ndarray:
-    """`[S, T, C]` as float64 `[S, length, C]`, zeros after `T`: one host copy, as the float64
-    conversion alone makes of float32 input."""
-    signals = np.asarray(signals)
-    if signals.shape[1] == length:
-        return np.asarray(signals, np.float64)
-    out = np.zeros((signals.shape[0], length, *signals.shape[2:]), np.float64)
-    out[:, : signals.shape[1]] = signals
-    return out
+        return tuple(np.asarray(r) for r in result)
