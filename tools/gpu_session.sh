@@ -5,9 +5,9 @@
 # what finished):
 #
 #   bash tools/gpu_session.sh fp32      # GPU tests (cuDNN LSTM, bench parity), fp32 model benches
-#   bash tools/gpu_session.sh extras    # 3-minute-track X-UMX RTF, grain pipeline (16 cores),
-#                                       # compile cache (cold vs warm processes)
+#   bash tools/gpu_session.sh extras    # 3-minute-track X-UMX RTF, grain pipeline (16 cores)
 #   bash tools/gpu_session.sh lowp      # tf32 and bf16 model benches
+#   bash tools/gpu_session.sh cache     # compile cache: fresh processes, cold vs warm (last)
 #
 # Between calls, copy the returned fp32.jsonl into benchmarks/results/<device slug>/ (it
 # travels with the next call's working tree): the pipeline bench reads the train rates it
@@ -30,7 +30,7 @@
 # on tiny models (a check of this script, not a measurement).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage="${1:?stage: fp32, extras or lowp}"
+stage="${1:?stage: fp32, extras, lowp or cache}"
 OUT="${OUT:-$PWD/gpu-results}"
 DEVICE="${DEVICE:-gpu}"
 SIZE="${SIZE:-paper}"
@@ -69,9 +69,12 @@ log="$OUT/$stage.log"
       fi
       nproc
       bench pipeline --size "$SIZE" -o "$OUT/pipeline.jsonl"
-      if [ "$SIZE" = paper ]; then  # last: compiles on a GPU (autotuning) take longest
-        "$PY" tools/bench_compile_cache.py --repeats 2 -o "$OUT/compile_cache.jsonl"
-      fi
+      ;;
+    cache)
+      # fresh processes compiling vs loading from the persistent cache; its own call: twelve
+      # processes, each compiling the full-size X-UMX on the GPU (autotuning included)
+      config=configs/xumx.py; [ "$SIZE" = paper ] || config=configs/xumx.py:tiny
+      "$PY" tools/bench_compile_cache.py --repeats 2 --config "$config" -o "$OUT/compile_cache.jsonl"
       ;;
     lowp)
       for p in tf32 bf16; do
@@ -80,7 +83,7 @@ log="$OUT/$stage.log"
         done
       done
       ;;
-    *) echo "unknown stage $stage (fp32, extras, lowp)"; exit 2 ;;
+    *) echo "unknown stage $stage (fp32, extras, lowp, cache)"; exit 2 ;;
   esac
   echo "== done $(date -u +%FT%TZ)"
 } 2>&1 | tee "$log"
