@@ -97,7 +97,9 @@ def test_second_separate_loads_its_programs_from_the_cache_and_writes_the_same_s
         outputs.append(out)
         if run == 0:
             assert summary["hits"] == 0
-            assert list((cache / host_tag()).glob("*-cache")), "the first run wrote no entries"
+            assert list((cache / host_tag()).glob("*" + ENTRY_SUFFIX)), (
+                "the first run wrote no entries"
+            )
         else:
             assert summary["hits"] >= 1
             assert not result.stderr.strip(), result.stderr  # no cache warnings

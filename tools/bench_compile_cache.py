@@ -36,17 +36,18 @@ import soundfile as sf
 
 from jaxsep.bench import harness
 from jaxsep.bench.pipeline import SAMPLE_RATE, write_corpus
+from jaxsep.compile_cache import ENTRY_SUFFIX
 
 REPO = Path(__file__).resolve().parents[1]
 WAYS = ("off", "cold", "warm")
 
 
 def jaxsep(*args: str) -> float:
-    """Wall seconds of `jaxsep ARGS` in a fresh process (raises with its stderr if it fails)."""
-    env = {k: v for k, v in os.environ.items() if k != "JAXSEP_COMPILE_CACHE"}
+    """Wall seconds of `jaxsep ARGS` in a fresh process (raises with its stderr if it fails).
+    Every call names `--compile-cache`, which overrides `$JAXSEP_COMPILE_CACHE`."""
     command = [sys.executable, "-m", "jaxsep.cli", *args]
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])}...: {result.stderr.strip()}")
@@ -118,7 +119,7 @@ def main() -> None:
                 times["sep"][way].append(jaxsep("--compile-cache", setting, "separate", *sep_args))
                 if way == "cold":  # what the two commands left in the cache
                     files = [p for p in cache.rglob("*") if p.is_file()]
-                    cache_programs.append(sum(p.name.endswith("-cache") for p in files))
+                    cache_programs.append(sum(p.name.endswith(ENTRY_SUFFIX) for p in files))
                     cache_bytes.append(sum(p.stat().st_size for p in files))
                 print(round_, way, {c: round(t[way][-1], 2) for c, t in times.items()}, flush=True)
             shutil.rmtree(cache)
