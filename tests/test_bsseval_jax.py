@@ -153,6 +153,18 @@ def test_speed_tool_writes_a_record_the_table_renders(run_record_tool, tmp_path)
     assert f"| {record['signals']} | {record['device']}" in table
 
 
+def test_speed_tool_set_mode_scores_each_length_and_the_table_renders_it(run_record_tool, tmp_path):
+    from jaxsep.bench.table import read_records, render_table
+
+    record = run_record_tool("bench_bsseval", "--set", "1.5,2.25", "--sources", "2")
+    assert record["bench"] == "bsseval_set" and record["song_seconds"] == [1.5, 2.25]
+    assert len(record["per_song_s"]) == 2 and all(t > 0 for t in record["per_song_s"])
+    assert record["total_s"] == pytest.approx(sum(record["per_song_s"]), abs=2e-3)
+    assert record["peak_rss_gb"] > 0 and "--set 1.5,2.25" in record["command"]
+    table = render_table(read_records([tmp_path / "records"]))
+    assert f"| {record['signals']} | {record['device']} | {record['total_s']:.3g}" in table
+
+
 def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
     """`bss_eval_v4` runs three programs; only the length-dependent ones compile per length."""
     from jaxsep.evaluate import bsseval

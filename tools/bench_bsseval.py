@@ -9,12 +9,18 @@ loaded machine), and what ran where (device, versions, git revision, command, lo
 
     .venv/bin/python tools/bench_bsseval.py [--seconds 30] [--sources 4] [--repeats 3] \
         [-o benchmarks/results/cpu/bsseval.jsonl]
+
+`--set 24,26.5,...` instead scores one song of each length in turn, once each, in this fresh
+process (JAX only): what `jaxsep evaluate` pays over a dataset whose tracks all differ in
+length, compilation included. Its record gives the total and per-song seconds and the
+process's peak resident memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -49,9 +55,17 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--museval-repeats", type=int, default=1)
+    parser.add_argument(
+        "--set",
+        type=lambda text: [float(x) for x in text.split(",")],
+        help="comma-separated song lengths in seconds: time scoring one song of each, in turn",
+    )
     parser.add_argument("-o", "--out", type=Path, help="append the JSON record to this file")
     args = parser.parse_args()
     host_memory.retain_freed_memory()  # as the jaxsep command line does; numpy shares it too
+    if args.set:
+        run_set(args)
+        return
     import jax
     import museval
 
@@ -93,6 +107,37 @@ def main() -> None:
         "load_avg_start": load_start,
         "jax_version": jax.__version__,
         "museval_version": _version("museval"),
+    }
+    harness.finish_tool_record(record, args.out)
+
+
+def run_set(args: argparse.Namespace) -> None:
+    """Score one synthetic song per length of `args.set`, in turn; one record for the set."""
+    import jax
+
+    load_start = harness.load_average()
+    per_song = []
+    for index, seconds in enumerate(args.set):
+        references, estimates = synthetic_song(seconds, args.sources, seed=index)
+        begin = time.perf_counter()
+        scores = bss_eval_v4(references, estimates, window=SAMPLE_RATE, hop=SAMPLE_RATE)
+        per_song.append(round(time.perf_counter() - begin, 3))
+        assert np.isfinite(scores[0]).all(), f"non-finite SDR for the {seconds} s song"
+        del references, estimates, scores
+    record = {
+        "bench": "bsseval_set",
+        "signals": (
+            f"{len(args.set)} songs of {min(args.set):g}-{max(args.set):g} s x {args.sources} "
+            "stereo sources, 44.1 kHz, window=hop=1 s"
+        ),
+        "song_seconds": args.set,
+        "device": f"{harness.cpu_model_name()} ({os.cpu_count()} cores)",
+        "total_s": round(sum(per_song), 3),
+        "per_song_s": per_song,
+        # ru_maxrss is in KiB on Linux
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "load_avg_start": load_start,
+        "jax_version": jax.__version__,
     }
     harness.finish_tool_record(record, args.out)
 

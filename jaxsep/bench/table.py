@@ -184,6 +184,7 @@ def render_table(records: list[dict]) -> str:
     """Markdown: per device and precision, a table of model records (plus, for a reduced
     precision, its accuracy against float32), and per device one of pipeline records."""
     bsseval = [r for r in records if r.get("bench") == "bsseval"]
+    bsseval_sets = [r for r in records if r.get("bench") == "bsseval_set"]
     stem_reads = [r for r in records if r.get("bench") == "stem_reads"]
     compile_cache = [r for r in records if r.get("bench") == "compile_cache"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
@@ -212,6 +213,8 @@ def render_table(records: list[dict]) -> str:
             out += _pipeline_rows(pipeline) + [""]
     if bsseval:
         out += _bsseval_rows(bsseval[-1:]) + [""]
+    if bsseval_sets:
+        out += _bsseval_set_rows(bsseval_sets[-2:]) + [""]
     if stem_reads:
         out += _stem_read_rows(stem_reads[-1:]) + [""]
     if compile_cache:
@@ -235,6 +238,25 @@ def _bsseval_rows(records: list[dict]) -> list[str]:
             f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('jax_s'))} | "
             f"{_num(r.get('museval_s'))} | {_num(r.get('speedup'), 2)} | "
             f"{r.get('max_abs_diff_db', float('nan')):.1e} | {_load(r)} | {r.get('git_revision')} |"
+        )
+    return rows
+
+
+def _bsseval_set_rows(records: list[dict]) -> list[str]:
+    """One song of each of several lengths, in turn, in a fresh process (tools/bench_bsseval.py
+    --set): compilation included, as `jaxsep evaluate` pays it over a dataset."""
+    rows = [
+        "### BSSEval v4 over songs of different lengths (one fresh process, compiles included)\n",
+        "| signals | device | total s | first song s | slowest later song s | peak RSS GB | load "
+        "| git |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        per_song = r.get("per_song_s") or [float("nan")]
+        rows.append(
+            f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('total_s'))} | "
+            f"{_num(per_song[0])} | {_num(max(per_song[1:], default=float('nan')))} | "
+            f"{_num(r.get('peak_rss_gb'))} | {_load(r)} | {r.get('git_revision')} |"
         )
     return rows
 
