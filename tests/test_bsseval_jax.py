@@ -165,23 +165,34 @@ def test_speed_tool_set_mode_scores_each_length_and_the_table_renders_it(run_rec
     assert f"| {record['signals']} | {record['device']} | {record['total_s']:.3g}" in table
 
 
-def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
-    """`bss_eval_v4` runs three programs; only the length-dependent ones compile per length."""
+PROGRAMS = ("_correlation_chunk_program", "_filters_program", "_filter_spectra_program")
+
+
+def compiled_programs():
+    """How many executables each of `bss_eval_v4`'s programs holds."""
     from jaxsep.evaluate import bsseval
 
+    programs = (*PROGRAMS, "_frame_group_program")
+    return {name: getattr(bsseval, name)._cache_size() for name in programs}
+
+
+def test_tracks_of_new_lengths_compile_nothing_and_match_the_one_program_function():
+    """`bss_eval_v4` feeds fixed-shape programs chunk by chunk: a second track of another length
+    reuses every executable the first one compiled."""
     rng = np.random.default_rng(5)
     window = hop = SAMPLE_RATE // 8
     filter_len = 48  # a size no other test compiles
-    solves = bsseval._filters_program._cache_size()
-    statistics = bsseval._statistics_program._cache_size()
-    for seconds in (0.5, 0.7):
+    before = compiled_programs()
+    for seconds in (0.5, 0.7, 1.3):
         references = coloured_noise(rng, 2, seconds)
         estimates = references + 0.3 * rng.standard_normal(references.shape)
         staged = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=filter_len)
         assert staged[0].shape == (2, frame_count(len(references[0]), window, hop))
-    assert bsseval._statistics_program._cache_size() == statistics + 2
-    assert bsseval._filters_program._cache_size() == solves + 1
-    with jax.enable_x64(True):  # the three programs compute the one-program function
+        if seconds == 0.5:
+            after_first = compiled_programs()
+            assert after_first == {name: count + 1 for name, count in before.items()}
+    assert compiled_programs() == after_first
+    with jax.enable_x64(True):  # the chunked programs compute the one-program function
         whole = bss_eval_v4_traced(
             jnp.asarray(references),
             jnp.asarray(estimates),
@@ -191,3 +202,48 @@ def test_tracks_of_new_lengths_reuse_the_compiled_filter_solve():
         )
     for have, want in zip(staged, whole, strict=True):
         np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(("window", "hop"), [(500, 131), (300, 450)])
+def test_many_chunks_and_frame_groups_score_like_the_one_program_function(window, hop):
+    """Short filters (8 taps: 57-sample blocks, 16 x 4 per call) so that a 1 s song spans many
+    correlation chunks and frame groups, the last of each mostly zero padding."""
+    from jaxsep.evaluate import bsseval
+
+    rng = np.random.default_rng(window + hop)
+    references = coloured_noise(rng, 3, 1.0)
+    estimates = 0.9 * references + 0.2 * references[[1, 2, 0]]
+    estimates += 0.1 * rng.standard_normal(references.shape)
+    length = references.shape[1]
+    _, block, step_len = bsseval._correlation_layout(8)
+    assert length > 10 * bsseval.CORRELATION_STEPS_PER_CALL * step_len
+    n_frames = frame_count(length, window, hop)
+    assert n_frames % bsseval.FRAMES_PER_CALL and n_frames > 10 * bsseval.FRAMES_PER_CALL
+    staged = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=8)
+    with jax.enable_x64(True):
+        whole = bss_eval_v4_traced(
+            jnp.asarray(references), jnp.asarray(estimates), window=window, hop=hop, filter_len=8
+        )
+    for have, want in zip(staged, whole, strict=True):
+        assert have.shape == (3, n_frames) and np.all(np.isfinite(have))
+        np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
+
+
+def test_float32_inputs_are_scored_in_float64_without_a_whole_song_copy():
+    """float32 estimates (what a separator returns) are cast chunk by chunk: same scores as
+    float64 copies of them."""
+    rng = np.random.default_rng(6)
+    references = coloured_noise(rng, 2, 0.6).astype(np.float32)
+    estimates = (references + 0.2 * rng.standard_normal(references.shape)).astype(np.float32)
+    window = hop = SAMPLE_RATE // 8
+    single = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=48)
+    double = bss_eval_v4(
+        references.astype(np.float64),
+        estimates.astype(np.float64),
+        window=window,
+        hop=hop,
+        filter_len=48,
+    )
+    for have, want in zip(single, double, strict=True):
+        assert have.dtype == np.float64
+        np.testing.assert_array_equal(have, want)

@@ -51,40 +51,36 @@ def _channel_rows(signals: jax.Array) -> jax.Array:
     return jnp.moveaxis(signals, 2, 1).reshape(n_src * n_chan, length)
 
 
-def _lagged_correlations(refs: jax.Array, ests: jax.Array, max_lag: int) -> jax.Array:
-    """`rho[p, q, k] = sum_n x[p, n] * y[q, n + k]` for `0 <= k < max_lag`, where `x` are the
-    channel rows of `refs [S, T, C]` and `y` those of `refs` followed by those of `ests`.
+def _correlation_layout(max_lag: int) -> tuple[int, int, int]:
+    """`(n_fft, block, step_len)` of the block correlations for lags `0 <= k < max_lag`.
 
-    Blocks of `x` are correlated with slightly longer, overlapping segments of `y` and the
-    cross-spectra summed over blocks, which is exact (no circular wrap) and costs O(T) instead of
-    one full-length inverse FFT per channel pair. Only non-negative lags: the Gram's negative
-    lags follow by symmetry (`_gram_statistics`), so each segment overlaps the next block by
-    `max_lag - 1` samples instead of `2 max_lag - 2` (11% less work than both signs). Each step
-    slices its blocks out of the signals and makes its channel rows there; only the last steps
-    read a zero-padded copy of the signals' tail. No full-length copy: a 4-minute 4-source song
-    is 0.7 GB per float64 array.
+    A block of `block` samples of `x` is correlated with a segment of `y` that also holds the
+    first `max_lag - 1` samples of the next block, zero-padded to `n_fft`; a loop step takes
+    `CORRELATION_BLOCKS_PER_STEP` consecutive blocks (`step_len` samples).
     """
-    n_refs, length, n_chan = refs.shape
-    n_rows = n_refs * n_chan
-    span = max_lag - 1
     n_fft = int(2 ** np.ceil(np.log2(max(8 * max_lag, 64))))
-    block = n_fft - span
-    step_len = CORRELATION_BLOCKS_PER_STEP * block
-    n_steps = -(-length // step_len)
-    # a step reads its blocks and the next block (segments take `span` samples of it): the first
-    # `inside` steps find those inside the signals, the others in a zero-padded tail
-    inside = min(max((length - block) // step_len, 0), n_steps)
-    tail_start = inside * step_len
-    padding = ((0, 0), (0, (n_steps - inside) * step_len + block - (length - tail_start)), (0, 0))
-    tail_refs, tail_ests = (jnp.pad(s[:, tail_start:], padding) for s in (refs, ests))
+    block = n_fft - (max_lag - 1)
+    return n_fft, block, CORRELATION_BLOCKS_PER_STEP * block
 
-    def step_spectrum(step_refs, step_ests, start):
-        """sum over this step's blocks of conj(X) Y, [P, Q, F]."""
+
+def _accumulate_spectrum(
+    spectrum: jax.Array, refs: jax.Array, ests: jax.Array, n_steps: int, max_lag: int
+) -> jax.Array:
+    """`spectrum` plus `sum conj(X) Y` over the blocks of the first `n_steps` loop steps of
+    `[S, T, C]` signals, which must hold `n_steps * step_len + block` samples (zeros past the
+    end of the signal). `[P, Q, F]`, P = S * C channel rows of `refs`, Q = 2 P (those of `refs`,
+    then those of `ests`).
+
+    Each step slices its blocks (and the next block, whose first `max_lag - 1` samples its last
+    segment needs) out of the signals and makes its channel rows there: no full-length copy.
+    """
+    n_fft, block, step_len = _correlation_layout(max_lag)
+    span = max_lag - 1
+    n_rows = refs.shape[0] * refs.shape[2]
+
+    def step(spectrum, start):
         chunk = jnp.concatenate(
-            [
-                jax.lax.dynamic_slice_in_dim(s, start, step_len + block, axis=1)
-                for s in (step_refs, step_ests)
-            ]
+            [jax.lax.dynamic_slice_in_dim(s, start, step_len + block, axis=1) for s in (refs, ests)]
         )
         chunk = _channel_rows(chunk)  # [2P, step_len + block]
         x_step = chunk[:n_rows, :step_len].reshape(n_rows, -1, block)  # [P, blocks, block]
@@ -95,18 +91,47 @@ def _lagged_correlations(refs: jax.Array, ests: jax.Array, max_lag: int) -> jax.
         y_spec = jnp.fft.rfft(y_step, n=n_fft, axis=-1)
         # broadcast-and-sum: XLA:CPU fuses it, ~2x faster than the equivalent einsum
         products = jnp.conj(x_spec)[:, None] * y_spec[None]  # [P, Q, blocks, F]
-        return jnp.sum(products, axis=2)
+        return spectrum + jnp.sum(products, axis=2), None
 
-    def accumulate(signals):
-        return lambda spectrum, start: (spectrum + step_spectrum(*signals, start), None)
+    if n_steps:  # (a scan of no steps would still trace slices larger than short signals)
+        spectrum, _ = jax.lax.scan(step, spectrum, jnp.arange(n_steps) * step_len)
+    return spectrum
 
-    dtype = jnp.result_type(refs.dtype, jnp.complex64)
-    spectrum = jnp.zeros((n_rows, 2 * n_rows, n_fft // 2 + 1), dtype)
-    if inside:  # (a scan of no steps would still trace slices larger than short signals)
-        starts = jnp.arange(inside) * step_len
-        spectrum, _ = jax.lax.scan(accumulate((refs, ests)), spectrum, starts)
-    tail_starts = jnp.arange(n_steps - inside) * step_len
-    spectrum, _ = jax.lax.scan(accumulate((tail_refs, tail_ests)), spectrum, tail_starts)
+
+def _empty_spectrum(n_rows: int, max_lag: int, dtype) -> jax.Array:
+    n_fft = _correlation_layout(max_lag)[0]
+    return jnp.zeros((n_rows, 2 * n_rows, n_fft // 2 + 1), jnp.result_type(dtype, jnp.complex64))
+
+
+def _lagged_correlations(refs: jax.Array, ests: jax.Array, max_lag: int) -> jax.Array:
+    """`rho[p, q, k] = sum_n x[p, n] * y[q, n + k]` for `0 <= k < max_lag`, where `x` are the
+    channel rows of `refs [S, T, C]` and `y` those of `refs` followed by those of `ests`.
+
+    Blocks of `x` are correlated with slightly longer, overlapping segments of `y` and the
+    cross-spectra summed over blocks, which is exact (no circular wrap) and costs O(T) instead of
+    one full-length inverse FFT per channel pair. Only non-negative lags: the Gram's negative
+    lags follow by symmetry (`_gram_statistics`), so each segment overlaps the next block by
+    `max_lag - 1` samples instead of `2 max_lag - 2` (11% less work than both signs). The steps
+    whose blocks lie inside the signals read them in place; only the last ones read a
+    zero-padded copy of the tail (a 4-minute 4-source song is 0.7 GB per float64 array).
+    """
+    length = refs.shape[1]
+    _, block, step_len = _correlation_layout(max_lag)
+    n_steps = -(-length // step_len)
+    # a step reads its blocks and the next block: the first `inside` steps find those inside
+    # the signals, the others in a zero-padded tail
+    inside = min(max((length - block) // step_len, 0), n_steps)
+    tail_start = inside * step_len
+    padding = ((0, 0), (0, (n_steps - inside) * step_len + block - (length - tail_start)), (0, 0))
+    tail_refs, tail_ests = (jnp.pad(s[:, tail_start:], padding) for s in (refs, ests))
+    spectrum = _empty_spectrum(refs.shape[0] * refs.shape[2], max_lag, refs.dtype)
+    spectrum = _accumulate_spectrum(spectrum, refs, ests, inside, max_lag)
+    spectrum = _accumulate_spectrum(spectrum, tail_refs, tail_ests, n_steps - inside, max_lag)
+    return _correlations_from_spectrum(spectrum, max_lag)
+
+
+def _correlations_from_spectrum(spectrum: jax.Array, max_lag: int) -> jax.Array:
+    n_fft = _correlation_layout(max_lag)[0]
     return jnp.fft.irfft(spectrum, n=n_fft, axis=-1)[..., :max_lag]
 
 
@@ -119,9 +144,12 @@ def _gram_statistics(
     and `cross [L, P, E]` over channel rows (P = E = S * C). Their shapes do not depend on the
     signal length.
     """
-    n_rows = refs.shape[0] * refs.shape[2]
-    lags = filter_len
-    rho = _lagged_correlations(refs, ests, lags)
+    return _normal_equations(_lagged_correlations(refs, ests, filter_len))
+
+
+def _normal_equations(rho: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`_gram_statistics` from the lagged correlations `rho [P, 2P, L]`."""
+    n_rows = rho.shape[0]
     # Gram[(a, p), (b, q)] = <x_p delayed by a, x_q delayed by b> = lag_blocks[a - b][p, q];
     # cross[a, p, e] = <x_p delayed by a, estimate channel e> = rho_pe[a]
     positive = jnp.moveaxis(rho[:, :n_rows], -1, 0)  # [L, P, P]: lags 0 .. L - 1
@@ -281,25 +309,39 @@ def _any_source_silent(rows: jax.Array, n_src: int) -> jax.Array:
     return jnp.any(jnp.all(channel_sum == 0, axis=-1))
 
 
-def _frame_scores(
+def _projection_fft_size(frame_len: int, filter_len: int) -> int:
+    """Long enough that projections (a frame convolved with a filter) do not wrap around."""
+    return scipy.fft.next_fast_len(frame_len + filter_len - 1, real=True)
+
+
+def _filter_spectra(
+    all_filters: jax.Array, own_filters: jax.Array, n_fft: int
+) -> tuple[jax.Array, jax.Array]:
+    """`rfft`s of the distortion filters: `[reference ch, estimate ch, F]` and `[S, Ci, Co, F]`."""
+    n_src, n_chan, filter_len = own_filters.shape[:3]
+    n_rows = n_src * n_chan
+    all_taps = jnp.moveaxis(all_filters.reshape(n_rows, filter_len, n_rows), 1, 2)
+    all_spec = jnp.fft.rfft(all_taps, n=n_fft, axis=-1)
+    own_spec = jnp.fft.rfft(jnp.moveaxis(own_filters, 2, 3), n=n_fft, axis=-1)
+    return all_spec, own_spec
+
+
+def _scores_of_frames(
     refs: jax.Array,
     ests: jax.Array,
-    all_filters: jax.Array,
-    own_filters: jax.Array,
+    all_spec: jax.Array,
+    own_spec: jax.Array,
     *,
-    window: int,
+    frame_len: int,
     hop: int,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """`(sdr, isr, sir, sar)`, each `[S, frames]`, of `[S, T, C]` signals and the filters."""
-    n_src, n_chan, filter_len = own_filters.shape[:3]
-    n_rows, length = n_src * n_chan, refs.shape[1]
-    frame_len = min(window, length)
-    n_frames = frame_count(length, window, hop)
-    # long enough that projections (frame convolved with a filter) do not wrap around
-    n_fft = scipy.fft.next_fast_len(frame_len + filter_len - 1, real=True)
-    all_taps = jnp.moveaxis(all_filters.reshape(n_rows, filter_len, n_rows), 1, 2)
-    all_spec = jnp.fft.rfft(all_taps, n=n_fft, axis=-1)  # [reference ch, estimate ch, F]
-    own_spec = jnp.fft.rfft(jnp.moveaxis(own_filters, 2, 3), n=n_fft, axis=-1)  # [S, Ci, Co, F]
+    n_frames: int,
+) -> jax.Array:
+    """`[frames, 4, S]` (sdr, isr, sir, sar) of the frames `[i hop, i hop + frame_len)`,
+    `i < n_frames`, of `[S, T, C]` signals, given `_filter_spectra`. NaN for a frame where a
+    source is silent (so also for a frame in zero padding)."""
+    n_src, n_chan = own_spec.shape[:2]
+    n_rows = n_src * n_chan
+    n_fft = 2 * (all_spec.shape[-1] - 1)  # even: next_fast_len(real=True) of an even size
     weights = _parseval_weights(n_fft, refs.dtype)
 
     def energy(spectrum):
@@ -325,7 +367,32 @@ def _frame_scores(
         return jnp.where(silent, jnp.nan, jnp.stack([sdr, isr, sir, sar]))
 
     starts = jnp.arange(n_frames) * hop
-    per_frame = jax.lax.map(scores, starts, batch_size=FRAMES_PER_STEP)  # [frames, 4, S]
+    return jax.lax.map(scores, starts, batch_size=FRAMES_PER_STEP)
+
+
+def _frame_scores(
+    refs: jax.Array,
+    ests: jax.Array,
+    all_filters: jax.Array,
+    own_filters: jax.Array,
+    *,
+    window: int,
+    hop: int,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """`(sdr, isr, sir, sar)`, each `[S, frames]`, of `[S, T, C]` signals and the filters."""
+    length, filter_len = refs.shape[1], own_filters.shape[2]
+    frame_len = min(window, length)
+    n_fft = _projection_fft_size(frame_len, filter_len)
+    all_spec, own_spec = _filter_spectra(all_filters, own_filters, n_fft)
+    per_frame = _scores_of_frames(
+        refs,
+        ests,
+        all_spec,
+        own_spec,
+        frame_len=frame_len,
+        hop=hop,
+        n_frames=frame_count(length, window, hop),
+    )
     sdr, isr, sir, sar = jnp.moveaxis(per_frame, 0, -1)
     return sdr, isr, sir, sar
 
@@ -341,22 +408,55 @@ def bss_eval_v4_traced(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """BSSEval v4 `(sdr, isr, sir, sar)`, each `[S, frames]`, in the dtype of the inputs.
 
-    Traceable core of `bss_eval_v4` (jit, vmap over songs of equal length). Matching museval
-    needs float64: call it under `jax.enable_x64(True)` with float64 arrays; float32 inputs give
-    a float32 Gram solve, which is not accurate for real music.
+    Traceable core of `bss_eval_v4` (jit, vmap over songs of equal length): one program per
+    signal length. Matching museval needs float64: call it under `jax.enable_x64(True)` with
+    float64 arrays; float32 inputs give a float32 Gram solve, which is not accurate for real
+    music.
     """
     lag_blocks, cross = _gram_statistics(references, estimates, filter_len)
     all_filters, own_filters = _distortion_filters(lag_blocks, cross, references.shape[0])
     return _frame_scores(references, estimates, all_filters, own_filters, window=window, hop=hop)
 
 
-# The host entry point runs the three stages as separate programs: only the first and the last
-# depend on the signal length, and they compile in ~0.3 s; the filter solve (Levinson plus the
-# dense fallbacks, ~4 s to compile) then compiles once for all the tracks of a dataset, not once
-# per track length (a MUSDB split has as many lengths as tracks).
-_statistics_program = jax.jit(_gram_statistics, static_argnums=2)
-_filters_program = jax.jit(_distortion_filters, static_argnums=2)
-_frames_program = jax.jit(_frame_scores, static_argnames=("window", "hop"))
+# The host entry point feeds the signals to fixed-shape programs chunk by chunk, so that a track
+# of a new length compiles nothing (a MUSDB split has as many lengths as tracks; one
+# whole-signal program per length cost ~1.5 s of compiling per track) and the device never holds
+# a whole song: correlations over chunks of CORRELATION_STEPS_PER_CALL loop steps, accumulated
+# into one spectrum (zeros past the end of the signal add nothing); the filter solve (whose
+# shapes never depended on the length; ~4 s to compile); frames scored FRAMES_PER_CALL at a
+# time (frames past the last one, in zero padding, are dropped). Each compiles once per
+# (sources, channels, filter length, window, hop). The padding of the last chunk and group
+# costs at most one chunk's and one group's work.
+CORRELATION_STEPS_PER_CALL = 16
+FRAMES_PER_CALL = 4
+
+
+def _correlation_chunk(
+    spectrum: jax.Array, refs: jax.Array, ests: jax.Array, max_lag: int
+) -> jax.Array:
+    n_steps = (refs.shape[1] - _correlation_layout(max_lag)[1]) // _correlation_layout(max_lag)[2]
+    return _accumulate_spectrum(spectrum, refs, ests, n_steps, max_lag)
+
+
+def _filters_from_spectrum(
+    spectrum: jax.Array, n_src: int, max_lag: int
+) -> tuple[jax.Array, jax.Array]:
+    lag_blocks, cross = _normal_equations(_correlations_from_spectrum(spectrum, max_lag))
+    return _distortion_filters(lag_blocks, cross, n_src)
+
+
+_correlation_chunk_program = jax.jit(_correlation_chunk, static_argnums=3, donate_argnums=0)
+_filters_program = jax.jit(_filters_from_spectrum, static_argnums=(1, 2))
+_filter_spectra_program = jax.jit(_filter_spectra, static_argnums=2)
+_frame_group_program = jax.jit(_scores_of_frames, static_argnames=("frame_len", "hop", "n_frames"))
+
+
+def _float64_window(signals: np.ndarray, start: int, size: int) -> np.ndarray:
+    """`signals[:, start:start + size]` as float64, zero-padded past the end to `size`."""
+    window = np.zeros((signals.shape[0], size, signals.shape[2]), np.float64)
+    part = signals[:, start : start + size]
+    window[:, : part.shape[1]] = part
+    return window
 
 
 def bss_eval_v4(
@@ -370,16 +470,44 @@ def bss_eval_v4(
     """BSSEval v4 of `[S, T, C]` estimates against references, as `museval.evaluate(mode="v4")`.
 
     `window` and `hop` are in samples. Returns float64 `(sdr, isr, sir, sar)`, each
-    `[S, frames]`, NaN in frames where any reference or estimate source is silent. Runs the
-    stages of `bss_eval_v4_traced` (three programs) with x64 enabled locally, since the Gram
-    solve needs float64.
+    `[S, frames]`, NaN in frames where any reference or estimate source is silent. Computes
+    `bss_eval_v4_traced`'s scores with fixed-shape programs fed chunk by chunk from host memory
+    (no compile for a new signal length), with x64 enabled locally, since the Gram solve needs
+    float64.
     """
     window, hop, filter_len = int(window), int(hop), int(filter_len)
+    refs, ests = np.asarray(references), np.asarray(estimates)
+    n_src, length, n_chan = refs.shape
+    _, block, step_len = _correlation_layout(filter_len)
+    chunk = CORRELATION_STEPS_PER_CALL * step_len
+    frame_len = min(window, length)
+    n_frames = frame_count(length, window, hop)
+    group_len = (FRAMES_PER_CALL - 1) * hop + frame_len
     with jax.enable_x64(True):
-        # device_put: half the host cost of jnp.asarray for these 10-100 MB arrays
-        refs = jax.device_put(np.asarray(references, np.float64))
-        ests = jax.device_put(np.asarray(estimates, np.float64))
-        lag_blocks, cross = _statistics_program(refs, ests, filter_len)
-        all_filters, own_filters = _filters_program(lag_blocks, cross, refs.shape[0])
-        result = _frames_program(refs, ests, all_filters, own_filters, window=window, hop=hop)
-        return tuple(np.asarray(r) for r in result)
+        # each call is dispatched asynchronously: the host cuts the next chunk while one runs
+        spectrum = _empty_spectrum(n_src * n_chan, filter_len, np.float64)
+        for start in range(0, length, chunk):
+            spectrum = _correlation_chunk_program(
+                spectrum,
+                _float64_window(refs, start, chunk + block),
+                _float64_window(ests, start, chunk + block),
+                filter_len,
+            )
+        all_filters, own_filters = _filters_program(spectrum, n_src, filter_len)
+        n_fft = _projection_fft_size(frame_len, filter_len)
+        all_spec, own_spec = _filter_spectra_program(all_filters, own_filters, n_fft)
+        groups = [
+            _frame_group_program(
+                _float64_window(refs, start, group_len),
+                _float64_window(ests, start, group_len),
+                all_spec,
+                own_spec,
+                frame_len=frame_len,
+                hop=hop,
+                n_frames=FRAMES_PER_CALL,
+            )
+            for start in range(0, n_frames * hop, FRAMES_PER_CALL * hop)
+        ]
+        per_frame = np.concatenate([np.asarray(g) for g in groups])[:n_frames]  # [frames, 4, S]
+    sdr, isr, sir, sar = np.moveaxis(per_frame, 0, -1)
+    return sdr, isr, sir, sar
