@@ -214,7 +214,9 @@ def render_table(records: list[dict]) -> str:
     if bsseval:
         out += _bsseval_rows(bsseval[-1:]) + [""]
     if bsseval_sets:
-        out += _bsseval_set_rows(bsseval_sets[-2:]) + [""]
+        # the latest record per song set and revision: a change's before and after, side by side
+        latest_sets = {(r.get("signals"), r.get("git_revision")): r for r in bsseval_sets}
+        out += _bsseval_set_rows(list(latest_sets.values())) + [""]
     if stem_reads:
         out += _stem_read_rows(stem_reads[-1:]) + [""]
     if compile_cache:
