@@ -204,21 +204,26 @@ def test_tracks_of_new_lengths_compile_nothing_and_match_the_one_program_functio
         np.testing.assert_allclose(have, np.asarray(want), rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize(("window", "hop"), [(500, 131), (300, 450)])
-def test_many_chunks_and_frame_groups_score_like_the_one_program_function(window, hop):
-    """Short filters (8 taps: 57-sample blocks, 16 x 4 per call) so that a 1 s song spans many
-    correlation chunks and frame groups, the last of each mostly zero padding."""
+@pytest.mark.parametrize(("window", "hop", "frames_per_call"), [(500, 131, 1), (300, 450, 4)])
+def test_many_chunks_and_frame_groups_score_like_the_one_program_function(
+    window, hop, frames_per_call, monkeypatch
+):
+    """Short filters (8 taps: 57-sample blocks, 4 x 4 per call) so that a 1 s song spans many
+    correlation chunks, the last one mostly zero padding; frames one per call (the default)
+    and four per call, the last group part padding."""
     from jaxsep.evaluate import bsseval
 
+    monkeypatch.setattr(bsseval, "FRAMES_PER_CALL", frames_per_call)
     rng = np.random.default_rng(window + hop)
     references = coloured_noise(rng, 3, 1.0)
     estimates = 0.9 * references + 0.2 * references[[1, 2, 0]]
     estimates += 0.1 * rng.standard_normal(references.shape)
     length = references.shape[1]
     _, block, step_len = bsseval._correlation_layout(8)
-    assert length > 10 * bsseval.CORRELATION_STEPS_PER_CALL * step_len
+    chunk = bsseval.CORRELATION_STEPS_PER_CALL * step_len
+    assert length > 10 * chunk and length % chunk < chunk / 2
     n_frames = frame_count(length, window, hop)
-    assert n_frames % bsseval.FRAMES_PER_CALL and n_frames > 10 * bsseval.FRAMES_PER_CALL
+    assert n_frames > 10 * frames_per_call and n_frames % frames_per_call in (0, 2)
     staged = bss_eval_v4(references, estimates, window=window, hop=hop, filter_len=8)
     with jax.enable_x64(True):
         whole = bss_eval_v4_traced(

@@ -424,18 +424,25 @@ def bss_eval_v4_traced(
 # a whole song: correlations over chunks of CORRELATION_STEPS_PER_CALL loop steps, accumulated
 # into one spectrum (zeros past the end of the signal add nothing); the filter solve (whose
 # shapes never depended on the length; ~4 s to compile); frames scored FRAMES_PER_CALL at a
-# time (frames past the last one, in zero padding, are dropped). Each compiles once per
-# (sources, channels, filter length, window, hop). The padding of the last chunk and group
-# costs at most one chunk's and one group's work.
-CORRELATION_STEPS_PER_CALL = 16
-FRAMES_PER_CALL = 4
+# time (frames in the zero padding past the last one are dropped). Each compiles once per
+# (sources, channels, filter length, window, hop). Call sizes, measured on 2 CPU cores (30 s x
+# 4 stereo sources, 1 s frames; the loop steps inside a call as above): per-call costs are lost
+# in the noise (1 to 16 steps per call: 0.16-0.20 s for the correlations; 1 to 15 frames: 0.28-
+# 0.33 s for the frames), padding is not: 4 frames per call (32 scored for 30) took 0.34 s.
+# So small calls, whose padding is at most 3 steps (~4 ms) and no frame.
+CORRELATION_STEPS_PER_CALL = 4
+FRAMES_PER_CALL = 1
 
 
 def _correlation_chunk(
     spectrum: jax.Array, refs: jax.Array, ests: jax.Array, max_lag: int
 ) -> jax.Array:
-    n_steps = (refs.shape[1] - _correlation_layout(max_lag)[1]) // _correlation_layout(max_lag)[2]
-    return _accumulate_spectrum(spectrum, refs, ests, n_steps, max_lag)
+    """`_accumulate_spectrum` over a chunk of `n_steps * step_len + block` samples, cast to the
+    spectrum's precision here (fused with the first reads) rather than on the host."""
+    _, block, step_len = _correlation_layout(max_lag)
+    real = spectrum.real.dtype
+    n_steps = (refs.shape[1] - block) // step_len
+    return _accumulate_spectrum(spectrum, refs.astype(real), ests.astype(real), n_steps, max_lag)
 
 
 def _filters_from_spectrum(
@@ -448,14 +455,24 @@ def _filters_from_spectrum(
 _correlation_chunk_program = jax.jit(_correlation_chunk, static_argnums=3, donate_argnums=0)
 _filters_program = jax.jit(_filters_from_spectrum, static_argnums=(1, 2))
 _filter_spectra_program = jax.jit(_filter_spectra, static_argnums=2)
-_frame_group_program = jax.jit(_scores_of_frames, static_argnames=("frame_len", "hop", "n_frames"))
 
 
-def _float64_window(signals: np.ndarray, start: int, size: int) -> np.ndarray:
-    """`signals[:, start:start + size]` as float64, zero-padded past the end to `size`."""
-    window = np.zeros((signals.shape[0], size, signals.shape[2]), np.float64)
-    part = signals[:, start : start + size]
-    window[:, : part.shape[1]] = part
+def _frame_group(refs: jax.Array, ests: jax.Array, all_spec: jax.Array, own_spec: jax.Array, **kw):
+    """`_scores_of_frames` of signals cast to the filters' precision."""
+    real = all_spec.real.dtype
+    return _scores_of_frames(refs.astype(real), ests.astype(real), all_spec, own_spec, **kw)
+
+
+_frame_group_program = jax.jit(_frame_group, static_argnames=("frame_len", "hop", "n_frames"))
+
+
+def _window(signals: np.ndarray, start: int, size: int) -> np.ndarray:
+    """`signals[:, start:start + size]`, zero-padded past the end to `size`: a view where the
+    window lies inside the signals (the call's transfer is then its only copy)."""
+    if start + size <= signals.shape[1]:
+        return signals[:, start : start + size]
+    window = np.zeros((signals.shape[0], size, signals.shape[2]), signals.dtype)
+    window[:, : signals.shape[1] - start] = signals[:, start:]
     return window
 
 
@@ -489,8 +506,8 @@ def bss_eval_v4(
         for start in range(0, length, chunk):
             spectrum = _correlation_chunk_program(
                 spectrum,
-                _float64_window(refs, start, chunk + block),
-                _float64_window(ests, start, chunk + block),
+                _window(refs, start, chunk + block),
+                _window(ests, start, chunk + block),
                 filter_len,
             )
         all_filters, own_filters = _filters_program(spectrum, n_src, filter_len)
@@ -498,8 +515,8 @@ def bss_eval_v4(
         all_spec, own_spec = _filter_spectra_program(all_filters, own_filters, n_fft)
         groups = [
             _frame_group_program(
-                _float64_window(refs, start, group_len),
-                _float64_window(ests, start, group_len),
+                _window(refs, start, group_len),
+                _window(ests, start, group_len),
                 all_spec,
                 own_spec,
                 frame_len=frame_len,
