@@ -161,6 +161,10 @@ def test_speed_tool_set_mode_scores_each_length_and_the_table_renders_it(run_rec
     assert len(record["per_song_s"]) == 2 and all(t > 0 for t in record["per_song_s"])
     assert record["total_s"] == pytest.approx(sum(record["per_song_s"]), abs=2e-3)
     assert record["peak_rss_gb"] > 0 and "--set 1.5,2.25" in record["command"]
+    # two stereo sources of 2.25 s in float64 are 3 MB: an evaluation adds more than nothing
+    # (its programs' buffers) and far less than the process holds
+    assert len(record["added_gb_per_song"]) == 2
+    assert 0 <= record["peak_added_gb"] < record["peak_rss_gb"]
     table = render_table(read_records([tmp_path / "records"]))
     assert f"| {record['signals']} | {record['device']} | {record['total_s']:.3g}" in table
 

@@ -12,8 +12,9 @@ loaded machine), and what ran where (device, versions, git revision, command, lo
 
 `--set 24,26.5,...` instead scores one song of each length in turn, once each, in this fresh
 process (JAX only): what `jaxsep evaluate` pays over a dataset whose tracks all differ in
-length, compilation included. Its record gives the total and per-song seconds and the
-process's peak resident memory.
+length, compilation included. Its record gives the total and per-song seconds, the process's
+peak resident memory and the most any one evaluation added to what the process held before it
+(Linux: the peak is reset before each song).
 """
 
 from __future__ import annotations
@@ -116,12 +117,15 @@ def run_set(args: argparse.Namespace) -> None:
     import jax
 
     load_start = harness.load_average()
-    per_song = []
+    per_song, added_gb = [], []
     for index, seconds in enumerate(args.set):
         references, estimates = synthetic_song(seconds, args.sources, seed=index)
+        held = _reset_peak_rss()
         begin = time.perf_counter()
         scores = bss_eval_v4(references, estimates, window=SAMPLE_RATE, hop=SAMPLE_RATE)
         per_song.append(round(time.perf_counter() - begin, 3))
+        if held is not None:
+            added_gb.append(round((_status_kib("VmHWM") - held) / 2**20, 2))
         assert np.isfinite(scores[0]).all(), f"non-finite SDR for the {seconds} s song"
         del references, estimates, scores
     record = {
@@ -136,10 +140,31 @@ def run_set(args: argparse.Namespace) -> None:
         "per_song_s": per_song,
         # ru_maxrss is in KiB on Linux
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        # the most one song's evaluation added to the resident memory held before it (inputs)
+        "peak_added_gb": max(added_gb, default=None),
+        "added_gb_per_song": added_gb,
         "load_avg_start": load_start,
         "jax_version": jax.__version__,
     }
     harness.finish_tool_record(record, args.out)
+
+
+def _status_kib(field: str) -> int:
+    """A `/proc/self/status` memory field (`VmRSS`, `VmHWM`) in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset this process's peak resident memory to its current one (Linux `clear_refs` 5) and
+    return it in KiB; None where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmRSS")
+    except (OSError, KeyError):
+        return None
 
 
 def _version(package: str) -> str:

@@ -249,16 +249,17 @@ def _bsseval_set_rows(records: list[dict]) -> list[str]:
     --set): compilation included, as `jaxsep evaluate` pays it over a dataset."""
     rows = [
         "### BSSEval v4 over songs of different lengths (one fresh process, compiles included)\n",
-        "| signals | device | total s | first song s | slowest later song s | peak RSS GB | load "
-        "| git |",
-        "|---|---|---|---|---|---|---|---|",
+        "| signals | device | total s | first song s | slowest later song s | peak RSS GB | "
+        "peak added by one song GB | load | git |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         per_song = r.get("per_song_s") or [float("nan")]
         rows.append(
             f"| {r.get('signals')} | {r.get('device')} | {_num(r.get('total_s'))} | "
             f"{_num(per_song[0])} | {_num(max(per_song[1:], default=float('nan')))} | "
-            f"{_num(r.get('peak_rss_gb'))} | {_load(r)} | {r.get('git_revision')} |"
+            f"{_num(r.get('peak_rss_gb'))} | {_num(r.get('peak_added_gb'))} | {_load(r)} | "
+            f"{r.get('git_revision')} |"
         )
     return rows
 
