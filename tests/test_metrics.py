@@ -185,6 +185,20 @@ def test_bss_eval_scores_cleaner_estimates_higher(short_song, clean_scores):
     assert np.all(clean_medians["SDR"] > 15.0)
 
 
+def test_float32_signals_score_as_their_float64_values_with_both_backends(short_song):
+    """What a separator and the audio reader return: no float64 copy is needed to score it."""
+    references, _, dirty = short_song
+    refs32, ests32 = references.astype(np.float32), dirty.astype(np.float32)
+    for backend in ("jax", "museval"):
+        single = bss_eval(refs32, ests32, SAMPLE_RATE, backend=backend).framewise()
+        double = bss_eval(
+            refs32.astype(np.float64), ests32.astype(np.float64), SAMPLE_RATE, backend=backend
+        ).framewise()
+        for name, values in single.items():
+            assert values.dtype == np.float64
+            np.testing.assert_array_equal(values, double[name], err_msg=f"{backend} {name}")
+
+
 def test_bss_eval_medians_ignore_silent_frames_like_museval():
     framewise = np.array([[1.0, np.nan, 3.0, 7.0], [np.nan] * 4])
     scores = BSSEvalScores(framewise, framewise, framewise, framewise)
