@@ -25,33 +25,24 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from jaxsep.bench import harness
+from jaxsep.bench.commands import run_jaxsep, short_train_args
 from jaxsep.bench.pipeline import SAMPLE_RATE, write_corpus
 from jaxsep.compile_cache import ENTRY_SUFFIX
 
-REPO = Path(__file__).resolve().parents[1]
 WAYS = ("off", "cold", "warm")
 
 
 def jaxsep(*args: str) -> float:
-    """Wall seconds of `jaxsep ARGS` in a fresh process (raises with its stderr if it fails).
-    Every call names `--compile-cache`, which overrides `$JAXSEP_COMPILE_CACHE`."""
-    command = [sys.executable, "-m", "jaxsep.cli", *args]
-    start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:4])}...: {result.stderr.strip()}")
-    return seconds
+    """Wall seconds of `jaxsep ARGS` in a fresh process. Every call names `--compile-cache`,
+    which overrides `$JAXSEP_COMPILE_CACHE`."""
+    return run_jaxsep(*args)[0]
 
 
 def device_name() -> str:
@@ -62,30 +53,6 @@ def device_name() -> str:
     if device.platform == "cpu":
         return f"{harness.cpu_model_name()} ({os.cpu_count()} cores)"
     return device.device_kind
-
-
-def train_args(config: str, corpus: Path, workdir: Path, steps: int) -> list[str]:
-    overrides = {
-        "num_steps": steps,
-        "batch_size": 2,
-        "data.seconds": 1.0,
-        "data.stats_examples": 4,
-        "data.eval_examples": 2,
-        "eval_every": steps,
-        "checkpoint_every": steps,
-        "log_every": steps,
-    }
-    overrides = [f"--config.{key}={value}" for key, value in overrides.items()]
-    return [
-        "train",
-        "--config",
-        config,
-        *overrides,
-        "--workdir",
-        str(workdir),
-        "--data",
-        str(corpus),
-    ]
 
 
 def main() -> None:
@@ -113,7 +80,7 @@ def main() -> None:
             for way in WAYS:
                 setting = "off" if way == "off" else str(cache)
                 workdir = tmp / f"run{round_}-{way}"
-                train = train_args(args.config, corpus, workdir, args.steps)
+                train = short_train_args(args.config, corpus, workdir, args.steps)
                 times["train"][way].append(jaxsep("--compile-cache", setting, *train))
                 sep_args = [str(song), "--model", str(workdir / "model"), "-o", str(workdir / "s")]
                 times["sep"][way].append(jaxsep("--compile-cache", setting, "separate", *sep_args))

@@ -43,13 +43,19 @@ SIZES = {
 CONSUMERS = {"xumx": ("xumx", "umx"), "chimera": ("chimera",)}
 
 
-def write_corpus(root: Path, songs: int, seconds: float, sr: int = SAMPLE_RATE) -> None:
-    """Songs of 4 stereo stems (tones plus noise) as 16-bit WAV, in MUSDB18-HQ layout."""
+def write_corpus(
+    root: Path, songs: int, seconds: float | Sequence[float], sr: int = SAMPLE_RATE
+) -> None:
+    """Songs of 4 stereo stems (tones plus noise) as 16-bit WAV, in MUSDB18-HQ layout; `seconds`
+    is every song's length or one length per song."""
     import soundfile as sf
 
+    lengths = [seconds] * songs if np.isscalar(seconds) else list(seconds)
+    if len(lengths) != songs:
+        raise ValueError(f"write_corpus: {songs} songs but {len(lengths)} lengths")
     rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * sr)) / sr
-    for k in range(songs):
+    for k, song_seconds in enumerate(lengths):
+        t = np.arange(int(song_seconds * sr)) / sr
         folder = root / f"song{k}"
         folder.mkdir(parents=True)
         for s, name in enumerate(STEMS):
