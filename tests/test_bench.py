@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from jaxsep import host_memory
-from jaxsep.bench import flops
+from jaxsep.bench import flops, torch_side
 from jaxsep.bench.cases import MODELS, build_case
 from jaxsep.bench.runner import bench_model, max_rel_error, run_bench
 from jaxsep.bench.table import END, START, read_records, render_table, update_readme
@@ -291,9 +291,32 @@ def test_bf16_records_each_frameworks_error_against_float32(tmp_path):
         assert r["parity_max_rel_err"] <= 1e-4  # the float32 functions are the same
         assert 0 < r["lowp_rel_l2_jax"] < 1e-2  # bfloat16 rounding, measurable and small
         assert 0 < r["lowp_rel_l2_torch"] < 1e-2  # torch.autocast rounds too
+        assert r["torch_kernels"] == torch_side.torch_kernels("bf16", torch.device("cpu"))
     table = render_table(read_records([tmp_path]))
     assert ", bf16, git" in table and "Accuracy of bf16 against float32" in table
     assert f"| chimera | tiny | 2 | {records[0]['lowp_rel_l2_jax']:.1e} |" in table
+
+
+@pytest.mark.parametrize("onednn_has_bf16_rnn", [True, False])
+def test_torch_bf16_falls_back_to_native_kernels_where_onednn_has_no_bf16_rnn(
+    onednn_has_bf16_rnn, monkeypatch
+):
+    """Without AVX-512, oneDNN cannot build a bf16 LSTM; the bench then runs PyTorch's native
+    kernels under autocast (recorded) instead of failing."""
+    monkeypatch.setattr(torch_side, "_onednn_runs_bf16_rnn", lambda: onednn_has_bf16_rnn)
+    cpu = torch.device("cpu")
+    kernels = torch_side.torch_kernels("bf16", cpu)
+    assert (kernels == "default") == onednn_has_bf16_rnn
+    assert torch_side.torch_kernels("fp32", cpu) == "default"
+    linear = torch.nn.Linear(4, 3)
+    with torch_side.autocast("bf16", cpu):
+        assert linear(torch.ones(2, 4)).dtype == torch.bfloat16  # autocast still on
+        assert torch.backends.mkldnn.enabled == onednn_has_bf16_rnn
+    assert torch.backends.mkldnn.enabled  # restored
+    if not onednn_has_bf16_rnn:  # the native path runs an LSTM on any CPU
+        with torch_side.autocast("bf16", cpu):
+            out, _ = torch.nn.LSTM(4, 4)(torch.ones(3, 2, 4))
+        assert out.shape == (3, 2, 4)
 
 
 def test_a_broken_low_precision_path_stops_the_bench(monkeypatch):

@@ -250,6 +250,8 @@ def _mode_record(
         record[f"{prefix}compile_s"] = r.get(compile_key)
         record[f"{side}_memory_bytes"] = r.get(memory_key)
         record[f"{side}_mfu"] = rates["examples_per_s"] * flops / peak if peak else None
+        if side == "torch":
+            record["torch_kernels"] = r.get("kernels")
         if mode == "train":
             record[f"{side}_first_loss"] = r["first_loss"]
             record[f"{side}_last_loss"] = r["last_loss"]

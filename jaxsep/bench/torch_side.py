@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,10 +34,38 @@ def set_precision(precision: str) -> None:
 
 def autocast(precision: str, device: torch.device):
     """bf16: `torch.autocast` to bfloat16, PyTorch's own mixed precision (matmuls, convolutions
-    and RNNs in bfloat16, the rest float32), as its users run it; otherwise no autocast."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    and RNNs in bfloat16, the rest float32), as its users run it; otherwise no autocast.
+
+    On a CPU whose oneDNN has no bfloat16 RNN kernels (no AVX-512: "could not create a primitive
+    descriptor for the LSTM forward propagation primitive"), with oneDNN off, so that PyTorch
+    runs its native kernels, as a user of such a CPU would have to; `torch_kernels` says so."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    if torch_kernels(precision, device) != "default":
+        with warnings.catch_warnings():  # the flags' own TF32-on-Intel-GPU remark, irrelevant
+            warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+            stack.enter_context(torch.backends.mkldnn.flags(enabled=False))
+    stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+    return stack
+
+
+@functools.cache
+def _onednn_runs_bf16_rnn() -> bool:
+    lstm = torch.nn.LSTM(4, 4)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lstm(torch.zeros(2, 1, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
+def torch_kernels(precision: str, device: torch.device) -> str:
+    """Which PyTorch kernels the run uses: "default", or why not (recorded with the run)."""
+    if precision == "bf16" and device.type == "cpu" and not _onednn_runs_bf16_rnn():
+        return "native: this CPU's oneDNN has no bf16 RNN kernels"
+    return "default"
 
 
 def _to(tree: Any, device: torch.device) -> Any:
@@ -79,7 +109,7 @@ def prepare_torch(case: Case, variant: str, device: torch.device, precision: str
 
     run = torch.compile(module) if variant == "compile" else module
     optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
-    result: dict[str, Any] = {"variant": variant}
+    result: dict[str, Any] = {"variant": variant, "kernels": torch_kernels(precision, device)}
 
     mixed = lambda: autocast(precision, device)  # noqa: E731
 
