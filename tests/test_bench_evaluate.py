@@ -20,7 +20,7 @@ def test_a_failing_jaxsep_command_stops_the_tool_with_its_error(tmp_path):
         run_jaxsep("evaluate", "--model", str(tmp_path / "no-such-model"), "--data", str(tmp_path))
 
 
-def test_evaluate_tool_records_time_and_peak_memory_per_allocator(run_record_tool):
+def test_evaluate_tool_records_time_and_peak_memory_per_allocator(run_record_tool, tmp_path):
     """One allocator and museval (no BSSEval compile) keep it short; the tool's own check that
     the allocators score alike needs two and runs in the real measurement."""
     record = run_record_tool(
@@ -30,3 +30,7 @@ def test_evaluate_tool_records_time_and_peak_memory_per_allocator(run_record_too
     assert record["song_seconds"] == [1.5, 1.0] and record["signals"].startswith("2 songs of 1-1.5")
     assert record["system_s"] > 0 and 0.1 < record["system_peak_rss_gb"] < 24
     assert "retain_s" not in record and record["bsseval"] == "museval"
+    from jaxsep.bench.table import read_records, render_table
+
+    table = render_table(read_records([tmp_path / "records"]))
+    assert f"| configs/xumx.py:tiny | museval | system | {record['system_s']:.3g} |" in table

@@ -186,6 +186,7 @@ def render_table(records: list[dict]) -> str:
     bsseval = [r for r in records if r.get("bench") == "bsseval"]
     bsseval_sets = [r for r in records if r.get("bench") == "bsseval_set"]
     stem_reads = [r for r in records if r.get("bench") == "stem_reads"]
+    evaluations = [r for r in records if r.get("bench") == "evaluate"]
     compile_cache = [r for r in records if r.get("bench") == "compile_cache"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
@@ -217,6 +218,8 @@ def render_table(records: list[dict]) -> str:
         # the latest record per song set and revision: a change's before and after, side by side
         latest_sets = {(r.get("signals"), r.get("git_revision")): r for r in bsseval_sets}
         out += _bsseval_set_rows(list(latest_sets.values())) + [""]
+    if evaluations:
+        out += _evaluate_rows(evaluations) + [""]
     if stem_reads:
         out += _stem_read_rows(stem_reads[-1:]) + [""]
     if compile_cache:
@@ -261,6 +264,25 @@ def _bsseval_set_rows(records: list[dict]) -> list[str]:
             f"{_num(r.get('peak_rss_gb'))} | {_num(r.get('peak_added_gb'))} | {_load(r)} | "
             f"{r.get('git_revision')} |"
         )
+    return rows
+
+
+def _evaluate_rows(records: list[dict]) -> list[str]:
+    """`jaxsep evaluate` over a test split, one fresh process per `--host-malloc` way
+    (tools/bench_evaluate.py): every record, oldest first."""
+    rows = [
+        "### `jaxsep evaluate`: wall time and peak memory per `--host-malloc` way\n",
+        "| signals | model config | BSSEval | way | wall s | peak RSS GB | load | git |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        for way in ("retain", "system"):
+            if f"{way}_s" in r:
+                rows.append(
+                    f"| {r.get('signals')} | {r.get('config')} | {r.get('bsseval')} | {way} | "
+                    f"{_num(r[f'{way}_s'])} | {_num(r.get(f'{way}_peak_rss_gb'))} | {_load(r)} "
+                    f"| {r.get('git_revision')} |"
+                )
     return rows
 
 
