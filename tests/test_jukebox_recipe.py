@@ -170,7 +170,10 @@ def test_chunked_deployment_keeps_length_and_pads_the_tail(stage2):
     tail[0, :1003] = mono[2 * chunk :]
     padded = model.module.apply(model.variables, tail)[0, :, :1003]
     np.testing.assert_allclose(out[:, 2 * chunk :], padded, rtol=1e-5, atol=1e-6)
-    exact = unmix.separate_chunked(model.module, model.variables, audio, chunk=chunk, tail="exact")
+    # same batch: XLA:CPU's kernels may round differently per batch size (AVX2 hosts do)
+    exact = unmix.separate_chunked(
+        model.module, model.variables, audio, chunk=chunk, batch_size=2, tail="exact"
+    )
     assert exact.shape == (1, length, 1)
     np.testing.assert_array_equal(exact[:, : 2 * chunk], out[:, : 2 * chunk])
     assert np.all(exact[:, -(1003 % 8) :] == 0)  # decoder output zero-padded to the tail length
