@@ -169,14 +169,16 @@ def test_speed_tool_set_mode_scores_each_length_and_the_table_renders_it(run_rec
     assert f"| {record['signals']} | {record['device']} | {record['total_s']:.3g}" in table
 
 
-PROGRAMS = ("_correlation_chunk_program", "_filters_program", "_filter_spectra_program")
-
-
 def compiled_programs():
     """How many executables each of `bss_eval_v4`'s programs holds."""
     from jaxsep.evaluate import bsseval
 
-    programs = (*PROGRAMS, "_frame_group_program")
+    programs = (
+        "_correlation_chunk_program",
+        "_filters_program",
+        "_filter_spectra_program",
+        "_frame_group_program",
+    )
     return {name: getattr(bsseval, name)._cache_size() for name in programs}
 
 
