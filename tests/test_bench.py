@@ -13,6 +13,7 @@ import torch
 from jaxsep import host_memory
 from jaxsep.bench import flops, torch_side
 from jaxsep.bench.cases import MODELS, build_case
+from jaxsep.bench.harness import cpu_model_name, cpu_name_from_cpuinfo
 from jaxsep.bench.runner import bench_model, max_rel_error, run_bench
 from jaxsep.bench.table import END, START, read_records, render_table, update_readme
 from jaxsep.bench.weights import load_jax_variables
@@ -177,19 +178,32 @@ def test_records_the_roofline_bound_from_xla_counts_on_known_gpus():
     assert unknown["jax_roofline_fraction"] is None and unknown["jax_bytes_accessed"] == 1e10
 
 
+def test_cpu_name_carries_the_widest_vector_extension():
+    avx512 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 avx512f\n"
+    assert cpu_name_from_cpuinfo(avx512) == "AMD EPYC (AVX-512)"
+    avx2 = "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 avx512_bf16_like\n"
+    assert cpu_name_from_cpuinfo(avx2) == "AMD EPYC (AVX2)"  # a flag name only starting alike
+    arm = "model name\t: Neoverse\nFeatures\t: fp asimd sve\n"
+    assert cpu_name_from_cpuinfo(arm) == "Neoverse (SVE)"
+    assert cpu_name_from_cpuinfo("model name\t: Mystery\n") == "Mystery"
+    assert cpu_name_from_cpuinfo("flags\t: avx2\n") is None
+
+
 def test_pipeline_bench_and_table(tmp_path):
     model = {
         "bench": "model", "model": "xumx", "mode": "train", "size": "tiny", "batch_size": 2,
         "jax_variant": "scan", "torch_variant": "eager", "threads": None, "precision": "fp32",
-        "device_slug": "cpu", "device": "test cpu", "jax_median_s": 0.5, "jax_min_s": 0.4,
+        "device_slug": "cpu", "device": cpu_model_name(), "jax_median_s": 0.5, "jax_min_s": 0.4,
         "jax_max_s": 0.9, "torch_median_s": 1.0, "torch_min_s": 0.8, "torch_max_s": 1.5,
         "speedup": 2.0, "speedup_min": 2.0, "examples_per_s": 4.0, "audio_seconds_per_s": 1.0,
         "timestamp": "2026-01-01T00:00:00+00:00", "load_avg_start": [3.5, 3.0, 2.0],
     }  # fmt: skip
     chimera = {**model, "model": "chimera", "examples_per_s": 2.0}
+    # another CPU host's faster step (same folder, same setting) is not this host's consumer
+    other_host = {**model, "device": "other cpu (AVX-512)", "examples_per_s": 40.0}
     path = tmp_path / "cpu" / "xumx.jsonl"
     path.parent.mkdir()
-    path.write_text(json.dumps(model) + "\n" + json.dumps(chimera) + "\n")
+    path.write_text("".join(json.dumps(r) + "\n" for r in (model, chimera, other_host)))
     records = run_bench("pipeline", size="tiny", out=path, command="t", log=str)
     modes = [(r["pipeline"], r["augment"], r["workers"]) for r in records]
     assert modes == [
@@ -203,8 +217,8 @@ def test_pipeline_bench_and_table(tmp_path):
         assert r["headroom"][consumer] == pytest.approx(r["examples_per_s"] / rate)
 
     old = {  # a record from before the ChimeraNet pipeline: no "pipeline" field, X-UMX's
-        "bench": "pipeline", "device_slug": "cpu", "size": "tiny", "augment": "off",
-        "workers": 0, "threads": None, "batch_size": 2, "examples_per_s": 1.0,
+        "bench": "pipeline", "device_slug": "cpu", "device": cpu_model_name(), "size": "tiny",
+        "augment": "off", "workers": 0, "threads": None, "batch_size": 2, "examples_per_s": 1.0,
         "audio_seconds_per_s": 1.0,
         "train_examples_per_s": {}, "headroom": {}, "timestamp": "2000-01-01T00:00:00+00:00",
     }  # fmt: skip
@@ -214,6 +228,9 @@ def test_pipeline_bench_and_table(tmp_path):
         "| xumx | train | tiny | 2 | default | scan | eager | 0.5 (0.4–0.9) | 1 (0.8–1.5) | 2 |"
         in table
     )
+    # each CPU host keeps its own section: a rerun elsewhere does not replace its rows
+    assert f"### cpu: {cpu_model_name()} (" in table and "### cpu: other cpu (AVX-512) (" in table
+    assert table.count("| xumx | train | tiny | 2 | default | scan | eager |") == 2
     assert table.count("| xumx | synthetic | tiny | 2 | off | 0 |") == 1  # rerun replaced old
     assert "| chimera | synthetic | tiny | 2 | pitch_stretch | 0 |" in table
     assert "chimera 2" in table.split("| chimera | synthetic | tiny | 2 | pitch_stretch")[1]

@@ -148,14 +148,38 @@ def git_revision() -> str:
     return rev + ("+dirty" if dirty else "")
 
 
+# Widest vector extension first: the one XLA:CPU's and oneDNN's kernels are built for.
+_VECTOR_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sve", "SVE"),
+                ("asimd", "NEON"))  # fmt: skip
+
+
+def cpu_name_from_cpuinfo(cpuinfo: str) -> str | None:
+    """ "<model name> (<widest vector extension>)" from /proc/cpuinfo's text, None if unnamed.
+
+    The extension is part of the name because one model name covers hosts that differ in it:
+    this project's "AMD EPYC" CI hosts came with and without AVX-512, and every kernel of both
+    frameworks ran ~2x slower without it, so their figures must not share a table row.
+    """
+    model, flags = None, set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if model is None and key == "model name":
+            model = value.strip()
+        elif not flags and key in ("flags", "Features"):  # x86, arm64
+            flags = set(value.split())
+    isa = next((name for flag, name in _VECTOR_ISAS if flag in flags), None)
+    if model is None:
+        return None
+    return f"{model} ({isa})" if isa else model
+
+
 def cpu_model_name() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        name = cpu_name_from_cpuinfo(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    return platform.processor() or "cpu"
+        name = None
+    return name or platform.processor() or "cpu"
 
 
 def device_slug(name: str) -> str:

@@ -452,7 +452,8 @@ def run_bench(
 def _train_rates(records: list[dict], out: Path | None, env: dict, size: str) -> dict[str, float]:
     """Best JAX train-step examples/s of each model a pipeline feeds (X-UMX, UMX, ChimeraNet)
     from this run, else from the saved results: the `-o` file and every JSONL file of this
-    device's results folder (where a GPU session puts the records of its earlier calls)."""
+    device's results folder (where a GPU session puts the records of its earlier calls), taking
+    only records of this device by name (a CPU's name carries its vector extension)."""
     from jaxsep.bench.pipeline import CONSUMERS
     from jaxsep.bench.table import read_records
 
@@ -465,6 +466,7 @@ def _train_rates(records: list[dict], out: Path | None, env: dict, size: str) ->
     rates: dict[str, float] = {}
     for r in candidates:
         same = r.get("threads") == env["threads"] and r.get("size") == size
+        same = same and r.get("device") == env["device"]
         if r.get("bench") == "model" and r.get("mode") == "train" and same:
             if r.get("model") in consumers and r.get("examples_per_s"):
                 rates[r["model"]] = max(rates.get(r["model"], 0.0), r["examples_per_s"])

@@ -12,10 +12,19 @@ START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 
 _MODEL_KEY = (
-    "device_slug", "model", "mode", "size", "batch_size", "jax_variant", "torch_variant",
+    "device_slug", "device", "model", "mode", "size", "batch_size", "jax_variant", "torch_variant",
     "threads", "precision",
 )  # fmt: skip
-_PIPELINE_KEY = ("device_slug", "pipeline", "corpus", "size", "augment", "workers", "threads")
+_PIPELINE_KEY = (
+    "device_slug",
+    "device",
+    "pipeline",
+    "corpus",
+    "size",
+    "augment",
+    "workers",
+    "threads",
+)
 # Fields older records lack: every pipeline record before the ChimeraNet pipeline was X-UMX's,
 # and every one before `--data` read the generated corpus.
 _DEFAULTS = {"pipeline": "xumx", "corpus": "synthetic"}
@@ -190,8 +199,15 @@ def render_table(records: list[dict]) -> str:
     compile_cache = [r for r in records if r.get("bench") == "compile_cache"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
-    for slug in sorted({r.get("device_slug", "?") for r in records}):
-        mine = [r for r in records if r.get("device_slug", "?") == slug]
+    # one section per device name: a CPU's name carries its vector extension (AVX2, AVX-512),
+    # and one folder (`cpu/`) holds the records of every CPU host
+    devices = sorted({(r.get("device_slug", "?"), str(r.get("device"))) for r in records})
+    for slug, device in devices:
+        mine = [
+            r
+            for r in records
+            if (r.get("device_slug", "?"), str(r.get("device"))) == (slug, device)
+        ]
         models = [r for r in mine if r.get("bench") == "model"]
         pipeline = [r for r in mine if r.get("bench") == "pipeline"]
         precisions = sorted({r.get("precision") or "fp32" for r in models}, key=_precision_order)
