@@ -13,6 +13,7 @@ import jaxsep
 from jaxsep.data.synth import synthesize_corpus
 from jaxsep.data.tracks import MusdbSource
 from jaxsep.evaluate import latent
+from jaxsep.models import embeddings
 from jaxsep.models.embeddings import conditioning_features, frozen_embedding
 from jaxsep.recipes.xumx_vggish import config_for, train
 
@@ -78,6 +79,8 @@ def test_concat_model_needs_and_rebuilds_its_features(corpus, tmp_path):
     # skip_concat below: encoder (32) + BLSTM (2 x 16) features
     _, trained_with = frozen_embedding(model.config["conditioning"])
     assert sorted(model.variables["embedding"]) == sorted(trained_with)
+    # the seeded random VGGish compiled once for the trainer and this call (not per call)
+    assert embeddings._random_vggish_params._cache_size() == 1
     for stored, original in zip(
         jax.tree.leaves(model.variables["embedding"]), jax.tree.leaves(trained_with)
     ):

@@ -101,9 +101,15 @@ def _vggish_params(transfer) -> dict:
                 "--tf-embedding or set --config.transfer.final_relu to match"
             )
         return model.variables["params"]
-    rng = jax.random.PRNGKey(int(transfer["vggish_seed"]))
-    shape = jnp.zeros((1, EXAMPLE_FRAMES, 64), jnp.float32)
-    return jax.jit(VGGish().init)(rng, shape)["params"]
+    return _random_vggish_params(jax.random.PRNGKey(int(transfer["vggish_seed"])))
+
+
+@jax.jit
+def _random_vggish_params(rng: jax.Array) -> dict:
+    """A seeded VGGish init, compiled once per process: jitting a fresh module's bound `init`
+    compiled the same program again at every call (5-7 s on a 2-core CPU, three times in one
+    Concat training and its checks)."""
+    return VGGish().init(rng, jnp.zeros((1, EXAMPLE_FRAMES, 64), jnp.float32))["params"]
 
 
 def frozen_embedding_fn(transfer: ml_collections.ConfigDict | dict) -> EmbedFn:
