@@ -499,7 +499,7 @@ def test_pipeline_reads_train_rates_from_the_device_results_folder(tmp_path, mon
     monkeypatch.setattr(runner, "RESULTS_ROOT", tmp_path / "results")
     earlier = {
         "bench": "model", "model": "chimera", "mode": "train", "size": "tiny", "threads": None,
-        "examples_per_s": 3.0, "device_slug": "cpu",
+        "examples_per_s": 3.0, "device_slug": "cpu", "device": cpu_model_name(),
     }  # fmt: skip
     (tmp_path / "results" / "cpu").mkdir(parents=True)
     (tmp_path / "results" / "cpu" / "fp32.jsonl").write_text(json.dumps(earlier) + "\n")
