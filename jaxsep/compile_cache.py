@@ -20,6 +20,7 @@ import platform
 from pathlib import Path
 
 from jaxsep.errors import JaxsepError
+from jaxsep.host_cpu import read_cpuinfo
 
 ENV_VAR = "JAXSEP_COMPILE_CACHE"
 OFF = "off"
@@ -55,15 +56,7 @@ def host_tag() -> str:
     the machine type for execution"; JAX warns and recompiles, but never replaces the entry).
     Keeping entries per feature set lets one cache on a shared home directory serve mixed hosts.
     """
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):  # x86, arm64
-                flags = line.partition(":")[2]
-                break
-    except OSError:
-        pass
-    flags = " ".join(sorted(flags.split())) or platform.processor()
+    flags = " ".join(sorted(read_cpuinfo()[1])) or platform.processor()
     return f"{platform.machine() or 'cpu'}-{hashlib.sha256(flags.encode()).hexdigest()[:12]}"
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxsep.errors import first_line
+from jaxsep.host_cpu import cpuinfo_fields, read_cpuinfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,14 +161,10 @@ def cpu_name_from_cpuinfo(cpuinfo: str) -> str | None:
     this project's "AMD EPYC" CI hosts came with and without AVX-512, and every kernel of both
     frameworks ran ~2x slower without it, so their figures must not share a table row.
     """
-    model, flags = None, set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if model is None and key == "model name":
-            model = value.strip()
-        elif not flags and key in ("flags", "Features"):  # x86, arm64
-            flags = set(value.split())
+    return _cpu_name(*cpuinfo_fields(cpuinfo))
+
+
+def _cpu_name(model: str | None, flags: list[str]) -> str | None:
     isa = next((name for flag, name in _VECTOR_ISAS if flag in flags), None)
     if model is None:
         return None
@@ -175,11 +172,7 @@ def cpu_name_from_cpuinfo(cpuinfo: str) -> str | None:
 
 
 def cpu_model_name() -> str:
-    try:
-        name = cpu_name_from_cpuinfo(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        name = None
-    return name or platform.processor() or "cpu"
+    return _cpu_name(*read_cpuinfo()) or platform.processor() or "cpu"
 
 
 def device_slug(name: str) -> str:

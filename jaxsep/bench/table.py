@@ -16,15 +16,8 @@ _MODEL_KEY = (
     "threads", "precision",
 )  # fmt: skip
 _PIPELINE_KEY = (
-    "device_slug",
-    "device",
-    "pipeline",
-    "corpus",
-    "size",
-    "augment",
-    "workers",
-    "threads",
-)
+    "device_slug", "device", "pipeline", "corpus", "size", "augment", "workers", "threads",
+)  # fmt: skip
 # Fields older records lack: every pipeline record before the ChimeraNet pipeline was X-UMX's,
 # and every one before `--data` read the generated corpus.
 _DEFAULTS = {"pipeline": "xumx", "corpus": "synthetic"}
@@ -199,15 +192,8 @@ def render_table(records: list[dict]) -> str:
     compile_cache = [r for r in records if r.get("bench") == "compile_cache"]
     records = latest([r for r in records if r.get("bench") in ("model", "pipeline")])
     out = []
-    # one section per device name: a CPU's name carries its vector extension (AVX2, AVX-512),
-    # and one folder (`cpu/`) holds the records of every CPU host
-    devices = sorted({(r.get("device_slug", "?"), str(r.get("device"))) for r in records})
-    for slug, device in devices:
-        mine = [
-            r
-            for r in records
-            if (r.get("device_slug", "?"), str(r.get("device"))) == (slug, device)
-        ]
+    for slug, device in sorted({_section(r) for r in records}):
+        mine = [r for r in records if _section(r) == (slug, device)]
         models = [r for r in mine if r.get("bench") == "model"]
         pipeline = [r for r in mine if r.get("bench") == "pipeline"]
         precisions = sorted({r.get("precision") or "fp32" for r in models}, key=_precision_order)
@@ -241,6 +227,12 @@ def render_table(records: list[dict]) -> str:
     if compile_cache:
         out += _compile_cache_rows(compile_cache[-1:]) + [""]
     return "\n".join(out) + ("\n" if out else "")
+
+
+def _section(r: dict) -> tuple[str, str]:
+    """A record's table section: one per device name, as a CPU's name carries its vector
+    extension (AVX2, AVX-512) and one folder (`cpu/`) holds the records of every CPU host."""
+    return r.get("device_slug", "?"), str(r.get("device"))
 
 
 def _precision_order(precision: str) -> int:
