@@ -2,6 +2,7 @@
 synthetic corpus, exported model directories that `jaxsep.load` reads."""
 
 import dataclasses
+import functools
 import json
 
 import jax
@@ -55,7 +56,7 @@ def test_baseline_lowers_the_fixed_eval_loss(corpus, tmp_path):
     assert params["input_mean"].shape == (186,)  # 16 kHz bandwidth at n_fft 512
     assert np.all(params["input_mean"] < 0) and np.all(params["input_scale"] > 0)  # -mean, 1/std
     wave = jnp.asarray(np.random.default_rng(0).standard_normal((1, 4096, 2)), jnp.float32)
-    out = model.module.apply(model.variables, wave)
+    out = jax.jit(model.module.apply)(model.variables, wave)  # one program, not op by op
     assert out.shape == (1, 4, 4096 // 128 + 1, 257, 2)
 
 
@@ -69,9 +70,10 @@ def test_concat_model_needs_and_rebuilds_its_features(corpus, tmp_path):
     lstm = model.variables["params"]["vocals"]["lstm"]
     assert lstm["weight_ih_l0"].shape == (4 * 16, 32 + 128)
     wave = jnp.asarray(0.1 * np.random.default_rng(1).standard_normal((1, 44100, 2)), jnp.float32)
-    extra = conditioning_features(model.config, wave)
+    features = jax.jit(functools.partial(conditioning_features, model.config))
+    extra = features(wave, model.variables["embedding"])
     assert extra.shape == (1, 1 + 44100 // 128, 128)
-    out = model.module.apply(model.variables, wave, extra=extra)
+    out = jax.jit(model.module.apply)(model.variables, wave, extra=extra)
     assert out.shape == (1, 4, 1 + 44100 // 128, 257, 2) and bool(jnp.all(jnp.isfinite(out)))
     with pytest.raises(jaxsep.JaxsepError, match="extra"):
         model.module.apply(model.variables, wave)
